@@ -1,0 +1,88 @@
+"""A network as a chain of coded blocks (Section 2, eq. 1).
+
+Block l maps the previous activation to a *code* and then to an activation::
+
+    c_l = f_l(W_l, a_{l-1})      (Linear or Conv, optionally followed by BatchNorm)
+    a_l = sigma_l(c_l)           (ReLU, tanh, sign; pooling/flatten belong here)
+
+with ``a_0 = inputs(x)``. The output layer ``f_{L+1}`` (``head``) has no code; the
+prediction is ``head(a_L)``. AM methods use :meth:`LayeredNet.encode` (the split
+forward pass of Algorithm 2.2) and the pieces ``blocks[l].f``, ``blocks[l].sigma``,
+``head``; backprop baselines just call the module.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    """One coded layer: ``c = f(a_prev)``, ``a = sigma(c)``."""
+
+    def __init__(self, f: nn.Module, sigma: nn.Module):
+        super().__init__()
+        self.f = f
+        self.sigma = sigma
+
+    def forward(self, a_prev: torch.Tensor) -> torch.Tensor:
+        return self.sigma(self.f(a_prev))
+
+    def linear(self) -> nn.Module:
+        """The module holding W_l (the first module of f)."""
+        return self.f[0] if isinstance(self.f, nn.Sequential) else self.f
+
+    def is_linear_in_weights(self) -> bool:
+        """True when c = W a (+ b) exactly, as AM-mem's eq. 7 requires."""
+        return isinstance(self.f, nn.Linear) or (
+            isinstance(self.f, nn.Sequential) and len(self.f) == 1 and isinstance(self.f[0], nn.Linear)
+        )
+
+
+class LayeredNet(nn.Module):
+    """``inputs`` -> blocks 1..L (coded) -> ``head`` (f_{L+1}), with a matching loss."""
+
+    def __init__(self, inputs: nn.Module, blocks: List[Block], head: nn.Module, n_outputs: int):
+        super().__init__()
+        self.inputs = inputs
+        self.blocks = nn.ModuleList(blocks)
+        self.head = head
+        self.n_outputs = n_outputs
+
+    @property
+    def L(self) -> int:
+        """Number of coded (hidden) layers."""
+        return len(self.blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.inputs(x)
+        for block in self.blocks:
+            a = block(a)
+        return self.head(a)
+
+    def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """encodeInput (Alg. 2.2): the codes c_1..c_L of a forward pass."""
+        c: List[torch.Tensor] = []
+        a = self.inputs(x)
+        for block in self.blocks:
+            c.append(block.f(a))
+            a = block.sigma(c[-1])
+        return c
+
+    def activations(self, x: torch.Tensor, c: List[torch.Tensor]) -> List[torch.Tensor]:
+        """a_0..a_L from given codes: a_0 = inputs(x), a_l = sigma_l(c_l)."""
+        return [self.inputs(x)] + [block.sigma(c_l) for block, c_l in zip(self.blocks, c)]
+
+    def loss(self, output: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Multinomial loss (eq. 2) or, for a single logit, the logistic loss."""
+        if self.n_outputs == 1:
+            return nn.functional.binary_cross_entropy_with_logits(
+                output.squeeze(-1), y.to(output.dtype), reduction=reduction
+            )
+        return nn.functional.cross_entropy(output, y, reduction=reduction)
+
+    def predict(self, output: torch.Tensor) -> torch.Tensor:
+        if self.n_outputs == 1:
+            return (output.squeeze(-1) > 0).long()
+        return output.argmax(dim=-1)

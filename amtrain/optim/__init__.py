@@ -1,0 +1,28 @@
+"""Training methods: config -> :class:`Trainer`.
+
+``conf/optim/<name>.yaml`` builds the class named here.
+"""
+from __future__ import annotations
+
+from amtrain.config import Mode
+from amtrain.errors import ConfigError
+from amtrain.optim.am import AMAdam, AMMem, OnlineAM
+from amtrain.optim.backprop import Backprop, adam, sgd
+from amtrain.optim.base import Trainer
+from amtrain.optim.mu import build_mu
+
+
+def build_trainer(optim_cfg, mu_cfg, mode: Mode, net) -> Trainer:
+    name = optim_cfg.name
+    if name == "sgd":
+        return sgd(net, optim_cfg)
+    if name == "adam":
+        return adam(net, optim_cfg)
+    if name == "am_adam":
+        return AMAdam(net, build_mu(mu_cfg), mode, optim_cfg)
+    if name == "am_mem":
+        return AMMem(net, build_mu(mu_cfg), mode, optim_cfg)
+    raise ConfigError(f"unknown optim '{name}'")
+
+
+__all__ = ["AMAdam", "AMMem", "Backprop", "OnlineAM", "Trainer", "build_trainer"]

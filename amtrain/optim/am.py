@@ -1,0 +1,153 @@
+"""Online alternating minimization with auxiliary variables (Algorithm 2.1).
+
+For each mini-batch (x, y)::
+
+    C <- encodeInput(x, W)             # forward pass, keep codes c_1..c_L       (Alg. 2.2)
+    C <- updateCodes(C, y, W, mu)      # top code (eq. 4), then l = L-1..1 (eq. 5) (Alg. 2.2)
+    W <- updateWeights(W, x, y, C)     # each layer on its own, given the codes   (Alg. 2.3)
+
+``AMAdam`` fits every hidden layer by Adam on its local problem (eq. 6); ``AMMem``
+keeps co-activation memories A, B and fits W by block-coordinate descent (eq. 7).
+Both fit the output layer W_{L+1} by a gradient step on the loss (Alg. 2.3, line 1).
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+import torch.nn.functional as F
+
+from amtrain.config import Mode
+from amtrain.errors import ConfigError
+from amtrain.models.layered import LayeredNet
+from amtrain.optim import memory
+from amtrain.optim.base import Trainer, make_step_lr
+from amtrain.optim.codes import hidden_data_term, solve_code, top_data_term
+from amtrain.optim.mu import MuSchedule
+
+
+class OnlineAM(Trainer):
+    """Algorithm 2.1 on mini-batches; subclasses supply ``update_weights``."""
+
+    def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, codes_cfg):
+        super().__init__(net)
+        self.mu = mu
+        self.mode = Mode(mode)
+        self.codes_cfg = codes_cfg
+
+    def step(self, x: torch.Tensor, y: torch.Tensor):
+        mu = self.mu.value
+        c0 = self.encode(x)
+        with torch.no_grad():
+            output = self.net.head(self.net.blocks[-1].sigma(c0[-1]))
+            loss = self.net.loss(output, y)
+        c = self.update_codes(c0, y, mu)
+        a = self.net.activations(x, c)  # a_0 = x, a_l = sigma_l(c*_l), all detached
+        self.update_weights(a, c, y, mu)
+        self.mu.after_batch()
+        return loss, output
+
+    # ------------------------------------------------------------------ Algorithm 2.2
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """encodeInput: c_l = f_l(W_l, sigma_{l-1}(c_{l-1})), c_0 = x."""
+        return self.net.encode(x)
+
+    def update_codes(self, c0: List[torch.Tensor], y: torch.Tensor, mu: float) -> List[torch.Tensor]:
+        """updateCodes: solve eq. 4 for c_L, then eq. 5 for l = L-1..1, top-down."""
+        net, cc, L = self.net, self.codes_cfg, self.net.L
+        solve = dict(mu=mu, mode=self.mode, lr=cc.lr, iters=cc.iters, momentum=cc.momentum, nesterov=cc.nesterov)
+        c = list(c0)
+        # eq. 4: the top code trades the loss against staying near its forward value
+        c[L - 1] = solve_code(c0[L - 1], lambda c_L: top_data_term(net, c_L, y, mu, self.mode), **solve)
+        # eq. 5: each lower code must predict the updated code above it, c*_{l+1}
+        for l in reversed(range(L - 1)):
+            c_next = c[l + 1]
+            c[l] = solve_code(c0[l], lambda c_l: hidden_data_term(net, l, c_l, c_next, mu, self.mode), **solve)
+        return c
+
+    # ------------------------------------------------------------------ Algorithm 2.3
+    def update_weights(self, a: List[torch.Tensor], c: List[torch.Tensor], y: torch.Tensor, mu: float) -> None:
+        raise NotImplementedError
+
+    def output_loss(self, a_L: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Alg. 2.3 line 1: the loss of W_{L+1} on the top activation sigma_L(c*_L)."""
+        return self.net.loss(self.net.head(a_L), y)
+
+    def local_loss(self, l: int, a_prev: torch.Tensor, c_l: torch.Tensor, mu: float) -> torch.Tensor:
+        """eq. 6 for layer l on this batch: mu ||c*_l - f_l(W_l, a_{l-1})||^2."""
+        prediction = self.net.blocks[l].f(a_prev)
+        if self.mode == Mode.paper:
+            return mu * (c_l - prediction).pow(2).sum(dim=1).mean()
+        return F.mse_loss(prediction, c_l)
+
+
+class AMAdam(OnlineAM):
+    """AM-Adam: Adam on each layer's local problem (eq. 6) and on the output loss."""
+
+    def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, cfg):
+        super().__init__(net, mu, mode, cfg.codes)
+        # Adam is element-wise, so one Adam over all parameters is L+1 independent Adams.
+        self.opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        self.weight_iters = cfg.weight_iters
+        self.schedulers = make_step_lr(self.opt, cfg.schedule)
+
+    def update_weights(self, a, c, y, mu):
+        L = self.net.L
+        for _ in range(self.weight_iters):
+            self.opt.zero_grad(set_to_none=True)
+            # Every term sees only its own layer's weights (a and c are detached), so
+            # one backward through their sum is L+1 independent, parallel updates.
+            total = self.output_loss(a[L], y)
+            for l in range(L):
+                total = total + self.local_loss(l, a[l], c[l], mu)  # eq. 6
+            total.backward()
+            self.opt.step()
+
+
+class AMMem(OnlineAM):
+    """AM-mem: co-activation memories A_l, B_l and block-coordinate descent on eq. 7."""
+
+    def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, cfg):
+        super().__init__(net, mu, mode, cfg.codes)
+        for l, block in enumerate(net.blocks):
+            if not block.is_linear_in_weights():
+                raise ConfigError(
+                    f"am_mem needs layer {l + 1} to be linear in its weights (c = W a + b); "
+                    "it has BatchNorm or is not Linear: set model.batchnorm=false or use optim=am_adam")
+        if cfg.solver not in ("bcd", "exact"):
+            raise ConfigError(f"optim.solver='{cfg.solver}' is unknown: use bcd or exact")
+        self.cfg = cfg
+        p = next(net.parameters())
+        self.memories = [
+            memory.CoActivationMemory(b.linear().in_features, b.linear().out_features,
+                                      bias=b.linear().bias is not None, forget=cfg.forget,
+                                      device=p.device, dtype=p.dtype)
+            for b in net.blocks
+        ]
+        self.opt = torch.optim.Adam(net.head.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        self.schedulers = make_step_lr(self.opt, cfg.schedule)
+
+    def update_weights(self, a, c, y, mu):
+        L = self.net.L
+        # Output layer: a gradient step on the loss (Alg. 2.3, line 1)
+        self.opt.zero_grad(set_to_none=True)
+        self.output_loss(a[L], y).backward()
+        self.opt.step()
+        # Hidden layers, each independent of the others given the codes
+        for l, (block, mem) in enumerate(zip(self.net.blocks, self.memories)):
+            mem.update(a[l], c[l])  # updateMemory: A += a a^T, B += c a^T
+            self.fit_layer(block.linear(), mem)  # W_l = argmin Tr(W^T W A) - 2 Tr(W^T B)  (eq. 7)
+
+    @torch.no_grad()
+    def fit_layer(self, lin: torch.nn.Linear, mem: memory.CoActivationMemory) -> None:
+        W = torch.cat([lin.weight, lin.bias[:, None]], dim=1) if lin.bias is not None else lin.weight.clone()
+        if self.cfg.solver == "exact":
+            W = memory.exact(mem.A, mem.B, self.cfg.ridge)
+        else:
+            W = memory.bcd(W, mem.A, mem.B, self.cfg.bcd_sweeps)
+        if lin.bias is not None:
+            lin.weight.copy_(W[:, :-1])
+            lin.bias.copy_(W[:, -1])
+        else:
+            lin.weight.copy_(W)

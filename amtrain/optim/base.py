@@ -1,0 +1,32 @@
+"""What every training method offers the training loop."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+
+class Trainer:
+    """One training method: ``step`` consumes a mini-batch, ``end_epoch`` advances schedules.
+
+    ``step`` returns the batch loss and the network's output *before* the update (both
+    detached), so the loop can log training loss and accuracy without another forward pass.
+    """
+
+    def __init__(self, net: torch.nn.Module):
+        self.net = net
+        self.schedulers: list = []
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        for s in self.schedulers:
+            s.step()
+
+
+def make_step_lr(opt: torch.optim.Optimizer, schedule) -> list:
+    """Multiply every learning rate by ``gamma`` each ``step_epochs`` epochs (0: constant)."""
+    if schedule.step_epochs and schedule.step_epochs > 0:
+        return [torch.optim.lr_scheduler.StepLR(opt, step_size=schedule.step_epochs, gamma=schedule.gamma)]
+    return []

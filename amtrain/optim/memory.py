@@ -1,0 +1,55 @@
+"""Co-activation memories and their least-squares weight fit (AM-mem, eq. 7).
+
+For one layer, sum_i ||c_i - W a_i||^2 = Tr(W^T W A) - 2 Tr(W^T B) + const with
+A = sum_i a_i a_i^T and B = sum_i c_i a_i^T (Mairal et al., 2009). A bias is
+handled by appending a constant 1 to a, so W = [W | b].
+"""
+from __future__ import annotations
+
+import torch
+
+
+class CoActivationMemory:
+    """A_l and B_l of one layer, updated as in Alg. 2.3 (updateMemory)."""
+
+    def __init__(self, n_in: int, n_out: int, bias: bool, forget: float = 1.0,
+                 device=None, dtype=torch.float32):
+        n = n_in + int(bias)
+        self.bias = bias
+        self.forget = float(forget)
+        self.A = torch.zeros(n, n, device=device, dtype=dtype)
+        self.B = torch.zeros(n_out, n, device=device, dtype=dtype)
+
+    def _augment(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1) if self.bias else a
+
+    def update(self, a: torch.Tensor, c: torch.Tensor) -> None:
+        """A <- forget*A + sum_i a_i a_i^T,  B <- forget*B + sum_i c_i a_i^T (batch rows are samples)."""
+        a = self._augment(a)
+        self.A.mul_(self.forget).addmm_(a.T, a)
+        self.B.mul_(self.forget).addmm_(c.T, a)
+
+
+def bcd(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, sweeps: int = 1, eps: float = 1e-12) -> torch.Tensor:
+    """Block-coordinate descent over the columns of W on Tr(W^T W A) - 2 Tr(W^T B).
+
+    Column j: w_j <- w_j + (b_j - W a_j) / A_jj  (Mairal et al. 2009, Alg. 2), the exact
+    minimiser over w_j with the other columns fixed. Columns whose input never fired
+    (A_jj = 0) are left as they are. Updates W in place and returns it.
+    """
+    d = torch.diagonal(A)
+    inv_d = torch.where(d > eps, 1.0 / d.clamp_min(eps), torch.zeros_like(d))
+    for _ in range(sweeps):
+        for j in range(A.shape[0]):
+            W[:, j].add_((B[:, j] - W @ A[:, j]) * inv_d[j])
+    return W
+
+
+def exact(A: torch.Tensor, B: torch.Tensor, ridge: float = 0.0) -> torch.Tensor:
+    """The minimiser W = B (A + ridge I)^{-1} of eq. 7, by a Cholesky solve (A is symmetric PSD)."""
+    n = A.shape[0]
+    jitter = ridge if ridge > 0 else 1e-6 * float(torch.diagonal(A).mean().clamp_min(1e-12))
+    L, info = torch.linalg.cholesky_ex(A + jitter * torch.eye(n, device=A.device, dtype=A.dtype))
+    if int(info) != 0:  # not positive definite even with jitter: fall back to least squares
+        return torch.linalg.lstsq(A, B.T).solution.T
+    return torch.cholesky_solve(B.T, L).T

@@ -1,0 +1,2 @@
+# Marks conf/ as the package `amtrain.conf` (see pyproject.toml) so the installed
+# `amtrain` console script finds these YAML files from any directory.
