@@ -57,7 +57,7 @@ class SyntheticConfig(DatasetConfig):
     n_features: int = 20  # input dimension
     n_classes: int = 4  # number of classes
     clusters_per_class: int = 2  # Gaussian clusters per class (2+: not linearly separable)
-    noise: float = 0.6  # std of each cluster around its centre
+    noise: float = 1.0  # std of each cluster around its centre
     data_seed: int = 1234  # the problem itself; the run seed only changes init and order
 
 
@@ -91,7 +91,7 @@ class SGDConfig:
 @dataclass
 class AdamConfig:
     name: str = "adam"
-    lr: float = 0.001
+    lr: float = 0.003
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)

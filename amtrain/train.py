@@ -117,12 +117,17 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device) -> Dict[str, 
     train_time = 0.0
     net.train()
 
+    last = {"step": None, "metrics": {}}
+
     def test(epoch: int) -> Dict[str, float]:
+        if last["step"] == step:  # already evaluated at this step (e.g. last batch of epoch 1)
+            return last["metrics"]
         out = {}
         for split in data.splits:
             m = evaluate(net, data, split, ev.batch_size)
             writer.write(step, epoch, samples, split, m, train_time)
             out.update({f"{split}/{k}": v for k, v in m.items()})
+        last.update(step=step, metrics=out)
         return out
 
     final = test(epoch=0)
@@ -157,7 +162,7 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device) -> Dict[str, 
         if isinstance(trainer, OnlineAM):
             train["mu"] = trainer.mu.value
         writer.write(step, epoch, samples, "train", train, train_time)
-        final = test(epoch)
+        final = dict(test(epoch))
         log.info("epoch %d: train loss %.4f acc %.4f | %s | %.1fs", epoch, train["loss"], train["acc"],
                  " ".join(f"{k} {v:.4f}" for k, v in final.items()), train_time)
     final.update({"train/loss": train["loss"], "train/acc": train["acc"], "train_time": train_time})

@@ -46,10 +46,15 @@ def bcd(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, sweeps: int = 1, eps:
 
 
 def exact(A: torch.Tensor, B: torch.Tensor, ridge: float = 0.0) -> torch.Tensor:
-    """The minimiser W = B (A + ridge I)^{-1} of eq. 7, by a Cholesky solve (A is symmetric PSD)."""
-    n = A.shape[0]
-    jitter = ridge if ridge > 0 else 1e-6 * float(torch.diagonal(A).mean().clamp_min(1e-12))
-    L, info = torch.linalg.cholesky_ex(A + jitter * torch.eye(n, device=A.device, dtype=A.dtype))
-    if int(info) != 0:  # not positive definite even with jitter: fall back to least squares
-        return torch.linalg.lstsq(A, B.T).solution.T
-    return torch.cholesky_solve(B.T, L).T
+    """The minimiser W = B (A + ridge I)^{-1} of eq. 7, by a Cholesky solve (A is symmetric PSD).
+
+    When A is singular (a unit that never fired) a tiny jitter is added, and if even that
+    fails the minimum-norm least-squares solution is returned.
+    """
+    eye = torch.eye(A.shape[0], device=A.device, dtype=A.dtype)
+    jitter = 1e-6 * float(torch.diagonal(A).mean().clamp_min(1e-12))
+    for extra in (0.0, jitter):
+        L, info = torch.linalg.cholesky_ex(A + (ridge + extra) * eye)
+        if int(info) == 0:
+            return torch.cholesky_solve(B.T, L).T
+    return torch.linalg.lstsq(A + ridge * eye, B.T).solution.T

@@ -1,0 +1,33 @@
+# amtrain: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Where datasets live: $AMTRAIN_DATA if set, else ../shared/data beside this checkout
+# when it holds MNIST, else ./data (torchvision downloads there).
+AMTRAIN_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data),$(CURDIR)/data)
+export AMTRAIN_DATA
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-slow clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## create .venv and install amtrain (editable) with its test tools
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+run: install ## one real run: AM-Adam on MNIST, 784-100-100-10, batch 200, 1 epoch
+	$(BIN)/amtrain dataset=mnist optim=am_adam
+
+test: install ## the fast test suite (CPU, no network, about a minute)
+	$(BIN)/python -m pytest -q
+
+test-slow: install ## the slow tests: accuracy on the real MNIST for every method and mode
+	$(BIN)/python -m pytest -q -m slow
+
+clean: ## remove run directories (runs/, multirun/); keeps .venv and data
+	rm -rf runs multirun outputs

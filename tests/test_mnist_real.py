@@ -1,0 +1,35 @@
+"""Accuracy on the real MNIST (../shared/data), 784-100-100-10, batch 200: the paper's regime.
+
+Skipped when the data is not there. One check runs in the default suite; the full
+matrix is marked slow (`make test-slow`).
+"""
+import pytest
+
+from amtrain.cli import compose
+from amtrain.train import run
+from conftest import SHARED_DATA
+
+pytestmark = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").exists(), reason="real MNIST not present")
+
+
+def mnist_run(tmp_path, *overrides):
+    cfg = compose(["dataset=mnist", f"dataset.root={SHARED_DATA}", "dataset.download=false", "device=cpu",
+                   "progress=false", "eval.first_epoch_batches=0", *overrides])
+    return run(cfg, tmp_path)
+
+
+def test_am_adam_one_epoch_release(tmp_path):
+    assert mnist_run(tmp_path, "optim=am_adam", "mode=release")["test/acc"] >= 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["release", "paper"])
+@pytest.mark.parametrize("optim, threshold", [("am_adam", 0.95), ("adam", 0.95), ("sgd", 0.85), ("am_mem", 0.8)])
+def test_one_epoch(tmp_path, optim, threshold, mode):
+    assert mnist_run(tmp_path, f"optim={optim}", f"mode={mode}")["test/acc"] >= threshold
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["release", "paper"])
+def test_am_adam_five_epochs(tmp_path, mode):
+    assert mnist_run(tmp_path, "optim=am_adam", f"mode={mode}", "epochs=5")["test/acc"] >= 0.97

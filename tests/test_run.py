@@ -1,0 +1,84 @@
+"""run(cfg, out_dir): every method learns; outputs, determinism, failure handling."""
+import pandas as pd
+import pytest
+
+from amtrain.errors import ConfigError, DivergenceError
+from amtrain.metrics import COLUMNS
+from amtrain.train import run
+
+METHODS = ["am_adam", "am_mem", "sgd", "adam"]
+
+
+@pytest.mark.parametrize("mode", ["release", "paper"])
+@pytest.mark.parametrize("optim", METHODS)
+def test_each_method_learns_the_synthetic_problem(make_cfg, tmp_path, optim, mode):
+    metrics = run(make_cfg(f"optim={optim}", f"mode={mode}", "epochs=2"), tmp_path)
+    assert metrics["test/acc"] > 0.6  # chance is 0.25 (4 classes)
+
+
+def test_run_dir_contents(make_cfg, tmp_path):
+    cfg = make_cfg("optim=am_adam", "epochs=2", "dataset.val_size=100")
+    run(cfg, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.yaml", "metrics.csv", "train.log", "DONE"}
+    assert "name: am_adam" in (tmp_path / "config.yaml").read_text()
+    assert "${" not in (tmp_path / "config.yaml").read_text()  # resolved
+    df = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(df.columns) == COLUMNS
+    assert set(df.split) == {"train", "val", "test"}
+    test_acc = df[(df.split == "test") & (df.metric == "acc")]
+    # step 0, then after each of the first 3 mini-batches of epoch 1, then at the end of each epoch
+    n_batches = 500 // 50
+    assert test_acc.step.tolist() == [0, 1, 2, 3, n_batches, 2 * n_batches]
+    assert test_acc.samples_seen.tolist() == [0, 50, 100, 150, 500, 1000]
+    assert test_acc.epoch.tolist() == [0, 1, 1, 1, 1, 2]
+    assert (df.wall_time.diff().dropna() >= 0).all()
+    assert (df[["dataset", "model", "optim", "mode", "seed"]].drop_duplicates().values.tolist()
+            == [["synthetic", "mlp_2x100", "am_adam", "release", 0]])
+    # DONE is written last
+    assert (tmp_path / "DONE").stat().st_mtime_ns >= (tmp_path / "metrics.csv").stat().st_mtime_ns
+
+
+def test_first_epoch_every_batch_and_periodic_evaluation(make_cfg, tmp_path):
+    run(make_cfg("optim=sgd", "eval.first_epoch_batches=null", "eval.every_batches=5", "epochs=2"), tmp_path)
+    df = pd.read_csv(tmp_path / "metrics.csv")
+    steps = df[(df.split == "test") & (df.metric == "acc")].step.tolist()
+    assert steps == [0] + list(range(1, 13)) + [15, 20, 24]
+
+
+@pytest.mark.parametrize("optim", METHODS)
+def test_same_seed_same_csv(make_cfg, tmp_path, optim):
+    frames = []
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        run(make_cfg(f"optim={optim}", f"seed={seed}", "epochs=2"), tmp_path / name)
+        frames.append(pd.read_csv(tmp_path / name / "metrics.csv").drop(columns=["wall_time", "seed"]))
+    text = [f.to_csv(index=False) for f in frames]
+    assert text[0] == text[1]
+    assert text[0] != text[2]
+
+
+def test_divergence_is_recorded_and_nothing_looks_complete(make_cfg, tmp_path):
+    cfg = make_cfg("optim=sgd", "optim.lr=1e12", "epochs=2")
+    with pytest.raises(DivergenceError, match="diverged"):
+        run(cfg, tmp_path)
+    assert not (tmp_path / "metrics.csv").exists() and not (tmp_path / "DONE").exists()
+    assert (tmp_path / "metrics.partial.csv").exists()  # what was written is kept
+    assert (tmp_path / "FAILED").read_text().startswith("training diverged")
+    assert "failed: training diverged" in (tmp_path / "train.log").read_text()
+
+
+def test_rerun_in_the_same_dir_clears_stale_markers(make_cfg, tmp_path):
+    with pytest.raises(DivergenceError):
+        run(make_cfg("optim=sgd", "optim.lr=1e12"), tmp_path)
+    run(make_cfg("optim=sgd"), tmp_path)
+    assert (tmp_path / "DONE").exists() and not (tmp_path / "FAILED").exists()
+
+
+def test_incompatible_choices_fail_clearly(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="batchnorm=false"):
+        run(make_cfg("optim=am_mem", "model.batchnorm=true"), tmp_path)
+    with pytest.raises(ConfigError, match="device=cpu"):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("CUDA present")
+        run(make_cfg("device=cuda"), tmp_path / "cuda")
