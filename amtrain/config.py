@@ -124,7 +124,7 @@ class AMMemConfig:
     bcd_sweeps: int = 1  # block-coordinate-descent sweeps over the columns of W_l per batch (eq. 7)
     forget: float = 1.0  # A <- forget*A + a a^T (1: the paper's plain sums)
     solver: str = "bcd"  # bcd (Mairal et al. 2009) | exact (Cholesky solve of W A = B)
-    ridge: float = 0.0  # added to diag(A) in the exact solver (0: none)
+    ridge: float = 0.0  # Tikhonov term ridge*||W||^2 added to eq. 7 (both solvers; 0: the plain eq. 7)
     lr: float = 0.008  # Adam step for the output layer, fit on the loss (Alg. 2.3 line 1)
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: LRScheduleConfig = field(default_factory=lambda: LRScheduleConfig(step_epochs=8))

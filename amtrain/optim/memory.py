@@ -30,23 +30,25 @@ class CoActivationMemory:
         self.B.mul_(self.forget).addmm_(c.T, a)
 
 
-def bcd(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, sweeps: int = 1, eps: float = 1e-12) -> torch.Tensor:
-    """Block-coordinate descent over the columns of W on Tr(W^T W A) - 2 Tr(W^T B).
+def bcd(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, sweeps: int = 1, ridge: float = 0.0,
+        eps: float = 1e-12) -> torch.Tensor:
+    """Block-coordinate descent over the columns of W on Tr(W^T W (A + ridge I)) - 2 Tr(W^T B).
 
-    Column j: w_j <- w_j + (b_j - W a_j) / A_jj  (Mairal et al. 2009, Alg. 2), the exact
-    minimiser over w_j with the other columns fixed. Columns whose input never fired
-    (A_jj = 0) are left as they are. Updates W in place and returns it.
+    Column j: w_j <- w_j + (b_j - W a_j - ridge w_j) / (A_jj + ridge)  (Mairal et al. 2009,
+    Alg. 2, with an optional Tikhonov term), the exact minimiser over w_j with the other
+    columns fixed. Columns with A_jj + ridge = 0 (an input that never fired, no ridge)
+    are left as they are. Updates W in place and returns it.
     """
-    d = torch.diagonal(A)
+    d = torch.diagonal(A) + ridge
     inv_d = torch.where(d > eps, 1.0 / d.clamp_min(eps), torch.zeros_like(d))
     for _ in range(sweeps):
         for j in range(A.shape[0]):
-            W[:, j].add_((B[:, j] - W @ A[:, j]) * inv_d[j])
+            W[:, j].add_((B[:, j] - W @ A[:, j] - ridge * W[:, j]) * inv_d[j])
     return W
 
 
 def exact(A: torch.Tensor, B: torch.Tensor, ridge: float = 0.0) -> torch.Tensor:
-    """The minimiser W = B (A + ridge I)^{-1} of eq. 7, by a Cholesky solve (A is symmetric PSD).
+    """The minimiser W = B (A + ridge I)^{-1} of eq. 7 (+ ridge ||W||^2), by a Cholesky solve.
 
     When A is singular (a unit that never fired) a tiny jitter is added, and if even that
     fails the minimum-norm least-squares solution is returned.

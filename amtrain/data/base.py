@@ -1,0 +1,68 @@
+"""In-memory datasets served as shuffled mini-batches of tensors (no per-sample Python)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple
+
+import torch
+
+Batch = Tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class TensorData:
+    """Train/test (and optional validation) tensors already normalised, on one device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+    x_val: Optional[torch.Tensor] = None
+    y_val: Optional[torch.Tensor] = None
+
+    @property
+    def in_shape(self) -> Tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return self.x_train.shape[0]
+
+    def to(self, device) -> "TensorData":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return TensorData(move(self.x_train), move(self.y_train), move(self.x_test), move(self.y_test),
+                          self.n_classes, move(self.x_val), move(self.y_val))
+
+    def subset(self, train_size: Optional[int], val_size: int) -> "TensorData":
+        """Keep the first ``train_size`` training samples, then hold out the last ``val_size`` of them."""
+        x, y = self.x_train, self.y_train
+        if train_size is not None:
+            if train_size <= 0 or train_size > x.shape[0]:
+                raise ValueError(f"dataset.train_size={train_size} must be in 1..{x.shape[0]}")
+            x, y = x[:train_size], y[:train_size]
+        x_val = y_val = None
+        if val_size:
+            if val_size < 0 or val_size >= x.shape[0]:
+                raise ValueError(f"dataset.val_size={val_size} must be in 0..{x.shape[0] - 1}")
+            x, x_val, y, y_val = x[:-val_size], x[-val_size:], y[:-val_size], y[-val_size:]
+        return TensorData(x, y, self.x_test, self.y_test, self.n_classes, x_val, y_val)
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        """One epoch in a fresh random order drawn from ``generator`` (on the CPU)."""
+        order = torch.randperm(self.n_train, generator=generator).to(self.x_train.device)
+        for start in range(0, self.n_train, batch_size):
+            idx = order[start:start + batch_size]
+            yield self.x_train[idx], self.y_train[idx]
+
+    def n_batches(self, batch_size: int) -> int:
+        return -(-self.n_train // batch_size)
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        x, y = (self.x_test, self.y_test) if split == "test" else (self.x_val, self.y_val)
+        for start in range(0, x.shape[0], batch_size):
+            yield x[start:start + batch_size], y[start:start + batch_size]
+
+    @property
+    def splits(self) -> Tuple[str, ...]:
+        return ("val", "test") if self.x_val is not None else ("test",)
