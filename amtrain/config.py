@@ -61,14 +61,27 @@ class SyntheticConfig(DatasetConfig):
     data_seed: int = 1234  # the problem itself; the run seed only changes init and order
 
 
+@dataclass
+class HiggsConfig(DatasetConfig):
+    name: str = "higgs"
+    download: bool = False
+    path: Optional[str] = None  # the converted HDF5 file (null: <root>/HIGGS/HIGGS.h5)
+    standardize: bool = True  # subtract the training mean, divide by the std (stored in the file)
+    block_rows: int = 65536  # rows read per contiguous block
+    buffer_blocks: int = 8  # blocks shuffled together (memory: block_rows * buffer_blocks * 116 bytes)
+    num_workers: int = 0  # DataLoader worker processes reading the file (0: in the training process)
+
+
 # ----------------------------------------------------------------------------- model
 @dataclass
 class MLPConfig:
-    name: str = "mlp"
+    name: str = "mlp"  # the preset's label in outputs
+    arch: str = "mlp"  # which builder (amtrain.models.build_model)
     hidden: List[int] = field(default_factory=lambda: [100, 100])  # hidden widths m_1..m_L
     activation: str = "relu"  # sigma_l for hidden layers: relu | tanh | sigmoid
     batchnorm: bool = False  # BatchNorm after each hidden Linear (part of f_l, so of the code)
     hidden_bias: bool = True  # bias in hidden Linear layers
+    single_logit: bool = False  # binary problems: one output and the logistic loss
 
 
 # ----------------------------------------------------------------------------- optimisers
@@ -124,7 +137,7 @@ class AMMemConfig:
     bcd_sweeps: int = 1  # block-coordinate-descent sweeps over the columns of W_l per batch (eq. 7)
     forget: float = 1.0  # A <- forget*A + a a^T (1: the paper's plain sums)
     solver: str = "bcd"  # bcd (Mairal et al. 2009) | exact (Cholesky solve of W A = B)
-    ridge: float = 0.0  # Tikhonov term ridge*||W||^2 added to eq. 7 (both solvers; 0: the plain eq. 7)
+    ridge: float = 100.0  # Tikhonov term ridge*||W||^2 added to eq. 7 (both solvers; 0: the plain eq. 7)
     lr: float = 0.008  # Adam step for the output layer, fit on the loss (Alg. 2.3 line 1)
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: LRScheduleConfig = field(default_factory=lambda: LRScheduleConfig(step_epochs=8))
@@ -181,7 +194,7 @@ class Config:
 
 
 SCHEMAS = {
-    "dataset": {"mnist": MNISTConfig, "cifar10": CIFAR10Config, "synthetic": SyntheticConfig},
+    "dataset": {"mnist": MNISTConfig, "cifar10": CIFAR10Config, "synthetic": SyntheticConfig, "higgs": HiggsConfig},
     "model": {"mlp": MLPConfig},
     "optim": {"sgd": SGDConfig, "adam": AdamConfig, "am_adam": AMAdamConfig, "am_mem": AMMemConfig},
     "mu": {

@@ -50,16 +50,14 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def evaluate(net, data, split: str, batch_size: int) -> Dict[str, float]:
     was_training = net.training
     net.eval()
-    loss = torch.zeros((), device=data.x_test.device)
-    correct = torch.zeros((), device=data.x_test.device, dtype=torch.long)
-    n = 0
+    loss, correct, n = 0.0, 0, 0
     for x, y in data.eval_batches(split, batch_size):
         out = net(x)
-        loss += net.loss(out, y, reduction="sum")
-        correct += (net.predict(out) == y).sum()
+        loss = loss + net.loss(out, y, reduction="sum")  # stays on the device until the end
+        correct = correct + (net.predict(out) == y).sum()
         n += y.shape[0]
     net.train(was_training)
-    return {"acc": correct.item() / n, "loss": loss.item() / n}
+    return {"acc": float(correct) / n, "loss": float(loss) / n}
 
 
 def _attach_log(out_dir: Path) -> logging.Handler:

@@ -116,3 +116,11 @@ def test_am_mem_refuses_batchnorm():
 
     with pytest.raises(ConfigError, match="batchnorm=false"):
         AMMem(net, MuSchedule(0.01), Mode.release, Cfg)
+
+
+def test_bcd_with_ridge_reaches_the_ridge_solution():
+    a, c = random_problem()
+    A, B = a.T @ a, c.T @ a
+    W = bcd(torch.zeros(5, 8, dtype=torch.float64), A, B, sweeps=300, ridge=50.0)
+    torch.testing.assert_close(W, B @ torch.linalg.inv(A + 50.0 * torch.eye(8, dtype=A.dtype)), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(exact(A, B, ridge=50.0), W, rtol=1e-6, atol=1e-6)

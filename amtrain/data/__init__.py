@@ -1,12 +1,19 @@
-"""Datasets: config -> :class:`TensorData` (MNIST, CIFAR-10, synthetic)."""
+"""Datasets: config -> :class:`TensorData` (MNIST, CIFAR-10, synthetic) or :class:`HiggsStream`."""
 from __future__ import annotations
 
-from amtrain.data import cifar10, mnist, synthetic
+from amtrain.data import cifar10, higgs, mnist, synthetic
 from amtrain.data.base import TensorData
 from amtrain.errors import ConfigError
 
 
-def build_data(cfg) -> TensorData:
+def build_data(cfg):
+    """A dataset with ``train_batches``, ``eval_batches``, ``in_shape``, ``n_classes``, ``splits``."""
+    if cfg.name == "higgs":
+        if cfg.val_size:
+            raise ConfigError("dataset.val_size is not supported for higgs (streamed); use dataset.train_size")
+        path = cfg.path or higgs.default_path(cfg.root)
+        return higgs.HiggsStream(path, cfg.standardize, cfg.block_rows, cfg.buffer_blocks, cfg.train_size,
+                                 cfg.num_workers)
     if cfg.name == "mnist":
         data = mnist.load(cfg.root, cfg.download)
     elif cfg.name == "cifar10":

@@ -32,12 +32,14 @@ def mlp(in_shape: Sequence[int], n_outputs: int, hidden: Sequence[int], act: str
 
 def build_model(cfg, in_shape: Sequence[int], n_classes: int) -> LayeredNet:
     """Build the network named by ``cfg.model`` for inputs of ``in_shape`` and ``n_classes``."""
-    n_outputs = 1 if n_classes == 2 and cfg.get("single_logit", False) else n_classes
-    if str(cfg.name).startswith("mlp"):
+    if cfg.single_logit and n_classes != 2:
+        raise ConfigError(f"model.single_logit needs a binary problem, the dataset has {n_classes} classes")
+    n_outputs = 1 if cfg.single_logit else n_classes
+    if cfg.arch == "mlp":
         if not cfg.hidden:
             raise ConfigError("model.hidden is empty: an MLP needs at least one hidden layer for AM")
         return mlp(in_shape, n_outputs, cfg.hidden, cfg.activation, cfg.batchnorm, cfg.hidden_bias)
-    raise ConfigError(f"unknown model '{cfg.name}'")
+    raise ConfigError(f"unknown model architecture '{cfg.arch}'")
 
 
 def _prod(xs: Sequence[int]) -> int:
