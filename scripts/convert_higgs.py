@@ -5,6 +5,6 @@
 """
 import sys
 
-from amtrain.higgs_convert import main
+from amtrain.data.higgs_convert import main
 
 sys.exit(main())

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from amtrain.cli import compose
-from amtrain.data.higgs import HiggsStream, check_file, convert
+from amtrain.data.higgs import HiggsStream
+from amtrain.data.higgs_convert import check_file, convert
+from amtrain.data.higgs_convert import main as convert_main
 from amtrain.errors import DataError
-from amtrain.higgs_convert import main as convert_main
 from amtrain.train import run
 from conftest import SHARED_DATA
 

@@ -1,17 +1,17 @@
 """Datasets: config -> :class:`TensorData` (MNIST, CIFAR-10, synthetic) or :class:`HiggsStream`."""
 from __future__ import annotations
 
-from amtrain.data import cifar10, higgs, mnist, synthetic
-from amtrain.data.base import TensorData
 from amtrain.errors import ConfigError
 
 
 def build_data(cfg):
     """A dataset with ``train_batches``, ``eval_batches``, ``in_shape``, ``n_classes``, ``splits``."""
+    # imported here so that torch-free tools (the HIGGS converter) can import amtrain.data cheaply
+    from amtrain.data import cifar10, higgs, higgs_convert, mnist, synthetic
     if cfg.name == "higgs":
         if cfg.val_size:
             raise ConfigError("dataset.val_size is not supported for higgs (streamed); use dataset.train_size")
-        path = cfg.path or higgs.default_path(cfg.root)
+        path = cfg.path or higgs_convert.default_path(cfg.root)
         return higgs.HiggsStream(path, cfg.standardize, cfg.block_rows, cfg.buffer_blocks, cfg.train_size,
                                  cfg.num_workers)
     if cfg.name == "mnist":
@@ -29,4 +29,4 @@ def build_data(cfg):
         raise ConfigError(str(e)) from e
 
 
-__all__ = ["TensorData", "build_data"]
+__all__ = ["build_data"]
