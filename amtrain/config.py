@@ -143,6 +143,30 @@ class AMMemConfig:
     schedule: LRScheduleConfig = field(default_factory=lambda: LRScheduleConfig(step_epochs=8))
 
 
+@dataclass
+class AMAdamOffConfig(AMAdamConfig):
+    name: str = "am_adam_off"
+    passes: int = 1  # Adam passes over the frozen local problems per AM iteration (= epoch)
+
+
+@dataclass
+class AMMemOffConfig(AMMemConfig):
+    name: str = "am_mem_off"
+    passes: int = 1  # Adam passes over the output loss per AM iteration (= epoch)
+
+
+@dataclass
+class ADMMConfig:
+    name: str = "admm"
+    beta: float = 1.0  # weight of the z = W a constraints
+    gamma: float = 10.0  # weight of the a = h(z) constraints
+    ridge: float = 0.0001  # ridge in the least-squares W updates, relative to the Gram's mean diagonal
+    warm_start: int = 10  # first iterations without the lambda update
+    output: str = "hinge"  # hinge (Taylor's binary hinge, one-vs-all) | ce (softmax / logistic prox)
+    newton_steps: int = 8  # Newton steps for the ce output prox
+    chunk_rows: int = 10000  # rows per chunk in Gram sums and sample-wise steps
+
+
 # ----------------------------------------------------------------------------- mu
 @dataclass
 class MuConfig:
@@ -196,7 +220,8 @@ class Config:
 SCHEMAS = {
     "dataset": {"mnist": MNISTConfig, "cifar10": CIFAR10Config, "synthetic": SyntheticConfig, "higgs": HiggsConfig},
     "model": {"mlp": MLPConfig},
-    "optim": {"sgd": SGDConfig, "adam": AdamConfig, "am_adam": AMAdamConfig, "am_mem": AMMemConfig},
+    "optim": {"sgd": SGDConfig, "adam": AdamConfig, "am_adam": AMAdamConfig, "am_mem": AMMemConfig,
+              "am_adam_off": AMAdamOffConfig, "am_mem_off": AMMemOffConfig, "admm": ADMMConfig},
     "mu": {
         "constant": ConstantMuConfig,
         "additive": AdditiveMuConfig,

@@ -23,7 +23,7 @@ from amtrain.data import build_data
 from amtrain.errors import AmtrainError, ConfigError, DivergenceError
 from amtrain.metrics import MetricsWriter
 from amtrain.models import build_model
-from amtrain.optim import OnlineAM, build_trainer
+from amtrain.optim import build_trainer
 from amtrain.progress import Progress
 
 log = logging.getLogger("amtrain")
@@ -130,34 +130,42 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device) -> Dict[str, 
 
     final = test(epoch=0)
     for epoch in range(1, cfg.epochs + 1):
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        bar = Progress(n_batches, f"epoch {epoch}/{cfg.epochs}", enabled=cfg.progress)
-        for x, y in data.train_batches(bs, order):
+        if trainer.full_batch:  # one iteration over the whole training set (offline AM, ADMM)
             t0 = time.perf_counter()
-            loss, output = trainer.step(x, y)
+            loss_sum, correct, seen = trainer.epoch(data, bs, order)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_time += time.perf_counter() - t0
             step += 1
-            samples += y.shape[0]
-            seen += y.shape[0]
-            loss_sum += loss * y.shape[0]
-            correct += (net.predict(output) == y).sum()
-            first = epoch == 1 and (ev.first_epoch_batches is None or step <= ev.first_epoch_batches)
-            periodic = ev.every_batches and step % ev.every_batches == 0
-            if first or periodic:
-                _check_finite(loss_sum, epoch, step)
-                test(epoch)
-            bar.update(1)
-        bar.close()
-        trainer.end_epoch()
-        if isinstance(trainer, OnlineAM):
-            trainer.mu.after_epoch()
+            samples += seen
+            _finish_epoch(trainer)
+        else:
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            bar = Progress(n_batches, f"epoch {epoch}/{cfg.epochs}", enabled=cfg.progress)
+            for x, y in data.train_batches(bs, order):
+                t0 = time.perf_counter()
+                loss, output = trainer.step(x, y)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                train_time += time.perf_counter() - t0
+                step += 1
+                samples += y.shape[0]
+                seen += y.shape[0]
+                loss_sum += loss * y.shape[0]
+                correct += (net.predict(output) == y).sum()
+                first = epoch == 1 and (ev.first_epoch_batches is None or step <= ev.first_epoch_batches)
+                periodic = ev.every_batches and step % ev.every_batches == 0
+                if first or periodic:
+                    _check_finite(loss_sum, epoch, step)
+                    test(epoch)
+                bar.update(1)
+            bar.close()
+            _finish_epoch(trainer)
         _check_finite(loss_sum, epoch, step)
         train = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
-        if isinstance(trainer, OnlineAM):
+        if getattr(trainer, "mu", None) is not None:
             train["mu"] = trainer.mu.value
         writer.write(step, epoch, samples, "train", train, train_time)
         final = dict(test(epoch))
@@ -165,6 +173,12 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device) -> Dict[str, 
                  " ".join(f"{k} {v:.4f}" for k, v in final.items()), train_time)
     final.update({"train/loss": train["loss"], "train/acc": train["acc"], "train_time": train_time})
     return final
+
+
+def _finish_epoch(trainer) -> None:
+    trainer.end_epoch()  # learning-rate schedules
+    if getattr(trainer, "mu", None) is not None:
+        trainer.mu.after_epoch()
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:

@@ -17,10 +17,11 @@ def amtrain(*args, cwd, module=False, data_root=None):
     return subprocess.run(cmd + list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("optim", ["am_adam", "am_mem", "sgd", "adam"])
+@pytest.mark.parametrize("optim", ["am_adam", "am_mem", "sgd", "adam", "am_adam_off", "am_mem_off", "admm"])
 def test_cli_trains_each_method(tmp_path, optim):
     out = tmp_path / "run"
-    r = amtrain(*TINY, f"optim={optim}", "epochs=2", f"hydra.run.dir={out}", cwd=tmp_path)
+    epochs = 6 if optim in ("am_adam_off", "am_mem_off", "admm") else 2  # full batch: one iteration per epoch
+    r = amtrain(*TINY, f"optim={optim}", f"epochs={epochs}", f"hydra.run.dir={out}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (out / "DONE").exists() and (out / "config.yaml").exists() and (out / "train.log").exists()
     df = pd.read_csv(out / "metrics.csv")
@@ -38,7 +39,7 @@ def test_python_dash_m_and_default_run_dir(tmp_path):
 def test_help_lists_groups(tmp_path):
     r = amtrain("--help", cwd=tmp_path)
     assert r.returncode == 0
-    for line in ["dataset: cifar10, higgs, mnist, synthetic", "optim: adam, am_adam, am_mem, sgd", "model: higgs_mlp, mlp_2x100, mlp_2x500",
+    for line in ["dataset: cifar10, higgs, mnist, synthetic", "optim: adam, admm, am_adam, am_adam_off, am_mem, am_mem_off, sgd", "model: higgs_mlp, mlp_2x100, mlp_2x500",
                  "mu: additive, constant, multiplicative", "mode: paper, release"]:
         assert line in r.stdout
     assert "schema" not in r.stdout
@@ -51,7 +52,7 @@ def test_cfg_job_prints_composed_config(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["optim=foo"], "unknown optim 'foo'; choose one of: adam, am_adam, am_mem, sgd"),
+    (["optim=foo"], "unknown optim 'foo'; choose one of: adam, admm, am_adam, am_adam_off, am_mem, am_mem_off, sgd"),
     (["seed=abc"], "bad value for 'seed'"),
     (["epochs=1.5"], "bad value for 'epochs'"),
     (["mode=fast"], "unknown mode 'fast'"),

@@ -7,6 +7,7 @@ from amtrain.metrics import COLUMNS
 from amtrain.train import run
 
 METHODS = ["am_adam", "am_mem", "sgd", "adam"]
+FULL_BATCH = ["am_adam_off", "am_mem_off", "admm"]
 
 
 @pytest.mark.parametrize("mode", ["release", "paper"])
@@ -14,6 +15,16 @@ METHODS = ["am_adam", "am_mem", "sgd", "adam"]
 def test_each_method_learns_the_synthetic_problem(make_cfg, tmp_path, optim, mode):
     metrics = run(make_cfg(f"optim={optim}", f"mode={mode}", "epochs=2"), tmp_path)
     assert metrics["test/acc"] > 0.6  # chance is 0.25 (4 classes)
+
+
+@pytest.mark.parametrize("optim", FULL_BATCH)
+def test_each_full_batch_method_learns_the_synthetic_problem(make_cfg, tmp_path, optim):
+    metrics = run(make_cfg(f"optim={optim}", "epochs=6"), tmp_path)
+    assert metrics["test/acc"] > 0.6
+    df = pd.read_csv(tmp_path / "metrics.csv")
+    test_acc = df[(df.split == "test") & (df.metric == "acc")]
+    assert test_acc.step.tolist() == list(range(7)) and test_acc.epoch.tolist() == list(range(7))
+    assert test_acc.samples_seen.tolist() == [600 * e for e in range(7)]
 
 
 def test_run_dir_contents(make_cfg, tmp_path):
@@ -45,7 +56,7 @@ def test_first_epoch_every_batch_and_periodic_evaluation(make_cfg, tmp_path):
     assert steps == [0] + list(range(1, 13)) + [15, 20, 24]
 
 
-@pytest.mark.parametrize("optim", METHODS)
+@pytest.mark.parametrize("optim", METHODS + FULL_BATCH)
 def test_same_seed_same_csv(make_cfg, tmp_path, optim):
     frames = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):

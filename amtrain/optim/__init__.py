@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from amtrain.config import Mode
 from amtrain.errors import ConfigError
+from amtrain.optim.admm import ADMM
 from amtrain.optim.am import AMAdam, AMMem, OnlineAM
 from amtrain.optim.backprop import Backprop, adam, sgd
+from amtrain.optim.offline import OfflineAM
 from amtrain.optim.base import Trainer
 from amtrain.optim.mu import build_mu
 
@@ -22,7 +24,13 @@ def build_trainer(optim_cfg, mu_cfg, mode: Mode, net) -> Trainer:
         return AMAdam(net, build_mu(mu_cfg), mode, optim_cfg)
     if name == "am_mem":
         return AMMem(net, build_mu(mu_cfg), mode, optim_cfg)
+    if name == "am_adam_off":
+        return OfflineAM(AMAdam(net, build_mu(mu_cfg), mode, optim_cfg), optim_cfg.passes)
+    if name == "am_mem_off":
+        return OfflineAM(AMMem(net, build_mu(mu_cfg), mode, optim_cfg), optim_cfg.passes)
+    if name == "admm":
+        return ADMM(net, optim_cfg)
     raise ConfigError(f"unknown optim '{name}'")
 
 
-__all__ = ["AMAdam", "AMMem", "Backprop", "OnlineAM", "Trainer", "build_trainer"]
+__all__ = ["ADMM", "AMAdam", "AMMem", "Backprop", "OfflineAM", "OnlineAM", "Trainer", "build_trainer"]

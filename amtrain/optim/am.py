@@ -26,6 +26,16 @@ from amtrain.optim.codes import hidden_data_term, solve_code, top_data_term
 from amtrain.optim.mu import MuSchedule
 
 
+@torch.no_grad()
+def objective(net: LayeredNet, x: torch.Tensor, y: torch.Tensor, c: List[torch.Tensor], mu: float) -> float:
+    """eq. 3: sum_i loss(y_i, f_{L+1}(sigma_L(c_L))) + mu sum_i sum_l ||c_l - f_l(W_l, sigma_{l-1}(c_{l-1}))||^2."""
+    a = net.activations(x, c)
+    total = net.loss(net.head(a[-1]), y, reduction="sum")
+    for l, block in enumerate(net.blocks):
+        total = total + mu * (c[l] - block.f(a[l])).pow(2).sum()
+    return float(total)
+
+
 class OnlineAM(Trainer):
     """Algorithm 2.1 on mini-batches; subclasses supply ``update_weights``."""
 
@@ -118,26 +128,39 @@ class AMMem(OnlineAM):
         if cfg.solver not in ("bcd", "exact"):
             raise ConfigError(f"optim.solver='{cfg.solver}' is unknown: use bcd or exact")
         self.cfg = cfg
-        p = next(net.parameters())
-        self.memories = [
-            memory.CoActivationMemory(b.linear().in_features, b.linear().out_features,
-                                      bias=b.linear().bias is not None, forget=cfg.forget,
-                                      device=p.device, dtype=p.dtype)
-            for b in net.blocks
-        ]
+        self.reset_memories()
         self.opt = torch.optim.Adam(net.head.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.schedulers = make_step_lr(self.opt, cfg.schedule)
 
+    def reset_memories(self) -> None:
+        """A_0 = 0, B_0 = 0 for every hidden layer (Alg. 2.1's initial memories)."""
+        p = next(self.net.parameters())
+        self.memories = [
+            memory.CoActivationMemory(b.linear().in_features, b.linear().out_features,
+                                      bias=b.linear().bias is not None, forget=self.cfg.forget,
+                                      device=p.device, dtype=p.dtype)
+            for b in self.net.blocks
+        ]
+
     def update_weights(self, a, c, y, mu):
-        L = self.net.L
         # Output layer: a gradient step on the loss (Alg. 2.3, line 1)
-        self.opt.zero_grad(set_to_none=True)
-        self.output_loss(a[L], y).backward()
-        self.opt.step()
+        self.output_step(a[self.net.L], y)
         # Hidden layers, each independent of the others given the codes
-        for l, (block, mem) in enumerate(zip(self.net.blocks, self.memories)):
-            mem.update(a[l], c[l])  # updateMemory: A += a a^T, B += c a^T
-            self.fit_layer(block.linear(), mem)  # W_l = argmin Tr(W^T W A) - 2 Tr(W^T B)  (eq. 7)
+        self.update_memories(a, c)  # updateMemory: A += a a^T, B += c a^T
+        self.fit_hidden_layers()  # W_l = argmin Tr(W^T W A) - 2 Tr(W^T B)  (eq. 7)
+
+    def output_step(self, a_L: torch.Tensor, y: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self.output_loss(a_L, y).backward()
+        self.opt.step()
+
+    def update_memories(self, a, c) -> None:
+        for l, mem in enumerate(self.memories):
+            mem.update(a[l], c[l])
+
+    def fit_hidden_layers(self) -> None:
+        for block, mem in zip(self.net.blocks, self.memories):
+            self.fit_layer(block.linear(), mem)
 
     @torch.no_grad()
     def fit_layer(self, lin: torch.nn.Linear, mem: memory.CoActivationMemory) -> None:

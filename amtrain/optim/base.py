@@ -11,7 +11,13 @@ class Trainer:
 
     ``step`` returns the batch loss and the network's output *before* the update (both
     detached), so the loop can log training loss and accuracy without another forward pass.
+
+    Full-batch methods (offline AM, ADMM) set ``full_batch = True`` and implement
+    ``epoch(data, batch_size, generator) -> (loss_sum, correct, n)`` instead: one
+    iteration over the whole training set per epoch.
     """
+
+    full_batch = False
 
     def __init__(self, net: torch.nn.Module):
         self.net = net

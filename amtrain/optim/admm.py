@@ -1,0 +1,187 @@
+"""Taylor et al. (2016) ADMM, full batch: one iteration per epoch (see docs/baselines.md).
+
+For l = 1..L-1 (hidden layers), then the output layer L::
+
+    W_l <- z_l a_{l-1}^+                                    (ridge least squares)
+    a_l <- (beta W_{l+1}^T W_{l+1} + gamma I)^{-1} (beta W_{l+1}^T z_{l+1} + gamma h(z_l))
+    z_l <- argmin_z gamma ||a_l - h(z)||^2 + beta ||z - W_l a_{l-1}||^2
+    W_L <- z_L a_{L-1}^+
+    z_L <- argmin_z loss(z, y) + <z, lambda> + beta ||z - W_L a_{L-1}||^2
+    lambda <- lambda + beta (z_L - W_L a_{L-1})            (skipped during warm start)
+
+z_l and a_l are kept for every training sample; Gram sums and the sample-wise steps run
+in chunks of ``chunk_rows``. No BatchNorm (ADMM cannot express it). The network's
+weights are copied in after each iteration so evaluation is the plain forward pass.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+
+from amtrain.errors import ConfigError
+from amtrain.models.layered import LayeredNet
+from amtrain.optim import admm_steps as steps
+from amtrain.optim.base import Trainer
+
+
+class ADMM(Trainer):
+    full_batch = True
+
+    def __init__(self, net: LayeredNet, cfg):
+        super().__init__(net)
+        for l, block in enumerate(net.blocks):
+            if not block.is_linear_in_weights() or not isinstance(block.sigma, torch.nn.ReLU):
+                raise ConfigError(f"admm needs Linear layers with ReLU and no BatchNorm (layer {l + 1} is not): "
+                                  "set model.batchnorm=false and model.activation=relu")
+        if cfg.output not in ("hinge", "ce"):
+            raise ConfigError(f"optim.output='{cfg.output}' is unknown: use hinge (Taylor's) or ce")
+        self.cfg = cfg
+        self.beta, self.gamma = float(cfg.beta), float(cfg.gamma)
+        self.iteration = 0
+        self.z: List[torch.Tensor] = []  # z_1..z_L (the last one is the output layer's)
+        self.a: List[torch.Tensor] = []  # a_1..a_{L-1}
+        self.lam: Optional[torch.Tensor] = None
+        self._x_gram_inv = None
+
+    # --------------------------------------------------------------- weights as matrices [W | b]
+    def _layers(self):
+        return [b.linear() for b in self.net.blocks] + [self.net.head]
+
+    @staticmethod
+    def _get(lin) -> torch.Tensor:
+        return torch.cat([lin.weight, lin.bias[:, None]], 1) if lin.bias is not None else lin.weight
+
+    @staticmethod
+    @torch.no_grad()
+    def _set(lin, W: torch.Tensor) -> None:
+        if lin.bias is not None:
+            lin.weight.copy_(W[:, :-1])
+            lin.bias.copy_(W[:, -1])
+        else:
+            lin.weight.copy_(W)
+
+    def _chunks(self, n: int):
+        step = int(self.cfg.chunk_rows)
+        return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+
+    # --------------------------------------------------------------- one iteration
+    @torch.no_grad()
+    def _init_state(self, x: torch.Tensor) -> None:
+        """z, a from a forward pass of the initial network; lambda = 0."""
+        self.z, self.a = [], []
+        a = x
+        for lin in self._layers():
+            z = lin(a)
+            self.z.append(z)
+            if len(self.z) < len(self._layers()):
+                a = torch.relu(z)
+                self.a.append(a)
+        self.lam = torch.zeros_like(self.z[-1])
+
+    def _targets(self, y: torch.Tensor) -> torch.Tensor:
+        if self.net.n_outputs == 1:
+            return y.to(self.z[-1].dtype)[:, None]
+        return torch.nn.functional.one_hot(y, self.net.n_outputs).to(self.z[-1].dtype)
+
+    @torch.no_grad()
+    def fit_weights(self, a_prev: torch.Tensor, z: torch.Tensor, bias: bool, cache_input: bool = False) -> torch.Tensor:
+        """W = z a_prev^+ with a ridge, from Gram sums accumulated in chunks."""
+        k = a_prev.shape[1] + int(bias)
+        f64 = dict(dtype=torch.float64, device=a_prev.device)  # sums over many samples: accumulate in float64
+        gram, cross = torch.zeros(k, k, **f64), torch.zeros(z.shape[1], k, **f64)
+        need_gram = not (cache_input and self._x_gram_inv is not None)
+        for sl in self._chunks(len(z)):
+            aa = steps.augment(a_prev[sl], bias).double()
+            cross += z[sl].double().T @ aa
+            if need_gram:
+                gram += aa.T @ aa
+        if cache_input:  # layer 1: a_0 = x never changes, so invert its Gram once
+            if self._x_gram_inv is None:
+                self._x_gram_inv = steps.ridge_inverse(gram, self.cfg.ridge)
+            return (cross @ self._x_gram_inv).to(z.dtype)
+        return (cross @ steps.ridge_inverse(gram, self.cfg.ridge)).to(z.dtype)
+
+    @torch.no_grad()
+    def epoch(self, data, batch_size: int, generator: torch.Generator):
+        x, y = data.x_train.flatten(1), data.y_train
+        if not self.z:
+            self._init_state(x)
+        loss_sum, correct = self._train_metrics(x, y)
+        layers = self._layers()
+        L = len(layers)
+        beta, gamma = self.beta, self.gamma
+        W = [self._get(lin) for lin in layers]
+        for l in range(L - 1):  # hidden layers
+            lin, a_prev = layers[l], (x if l == 0 else self.a[l - 1])
+            bias = lin.bias is not None
+            W[l] = self.fit_weights(a_prev, self.z[l], bias, cache_input=(l == 0))
+            nxt = layers[l + 1]
+            W_next = W[l + 1][:, :-1] if nxt.bias is not None else W[l + 1]
+            b_next = W[l + 1][:, -1] if nxt.bias is not None else None
+            M = steps.activation_matrix(W_next, beta, gamma)
+            for sl in self._chunks(len(x)):
+                self.a[l][sl] = steps.update_activations(self.z[l + 1][sl], W_next, b_next, torch.relu(self.z[l][sl]),
+                                                         M, beta, gamma)
+                m = steps.augment(a_prev[sl], bias) @ W[l].T
+                self.z[l][sl] = steps.update_relu_preactivations(self.a[l][sl], m, beta, gamma)
+        # output layer
+        head = layers[-1]
+        bias = head.bias is not None
+        W[-1] = self.fit_weights(self.a[-1], self.z[-1], bias)
+        warm = self.iteration < self.cfg.warm_start
+        targets = self._targets(y)
+        for sl in self._chunks(len(x)):
+            m = steps.augment(self.a[-1][sl], bias) @ W[-1].T
+            if self.cfg.output == "hinge":
+                self.z[-1][sl] = steps.update_output_hinge(m, targets[sl], self.lam[sl], beta)
+            elif self.net.n_outputs == 1:
+                self.z[-1][sl] = _logistic_prox(m, targets[sl], self.lam[sl], beta, self.cfg.newton_steps)
+            else:
+                self.z[-1][sl] = steps.update_output_ce(m, y[sl], self.lam[sl], beta, self.cfg.newton_steps)
+            if not warm:
+                self.lam[sl] += beta * (self.z[-1][sl] - m)
+        for lin, Wl in zip(layers, W):
+            self._set(lin, Wl)
+        self.iteration += 1
+        return loss_sum, correct, len(y)
+
+    @torch.no_grad()
+    def _train_metrics(self, x, y):
+        loss_sum = torch.zeros((), device=x.device)
+        correct = torch.zeros((), device=x.device, dtype=torch.long)
+        for sl in self._chunks(len(x)):
+            out = self.net(x[sl])
+            loss_sum += self.net.loss(out, y[sl], reduction="sum")
+            correct += (self.net.predict(out) == y[sl]).sum()
+        return loss_sum, correct
+
+    @torch.no_grad()
+    def augmented_lagrangian(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """The objective ADMM works on (Taylor et al. eq. 3 with lambda): for tests and diagnostics."""
+        layers = self._layers()
+        total = 0.0
+        a_prev = x
+        for l, lin in enumerate(layers[:-1]):
+            m = lin(a_prev)
+            total += self.beta * float(((self.z[l] - m) ** 2).sum()) + self.gamma * float(
+                ((self.a[l] - torch.relu(self.z[l])) ** 2).sum())
+            a_prev = self.a[l]
+        m = layers[-1](a_prev)
+        z, targets = self.z[-1], self._targets(y)
+        if self.cfg.output == "hinge":
+            loss = float(steps.hinge(z, targets).sum())
+        elif self.net.n_outputs == 1:
+            loss = float(torch.nn.functional.binary_cross_entropy_with_logits(z, targets, reduction="sum"))
+        else:
+            loss = float(torch.nn.functional.cross_entropy(z, y, reduction="sum"))
+        return loss + float((z * self.lam).sum()) + self.beta * float(((z - m) ** 2).sum())
+
+
+def _logistic_prox(m, y01, lam, beta, newton_steps):
+    """argmin_z softplus(z) - y z + lambda z + beta (z - m)^2 (single logit), by Newton steps."""
+    z = m.clone()
+    for _ in range(newton_steps):
+        p = torch.sigmoid(z)
+        z = z - (p - y01 + lam + 2 * beta * (z - m)) / (p * (1 - p) + 2 * beta)
+    return z
