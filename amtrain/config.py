@@ -118,6 +118,7 @@ class CodeSolverConfig:
     iters: int = 5  # K, steps per code sub-problem (eqs. 4-5)
     momentum: float = 0.9
     nesterov: bool = True
+    fast: bool = True  # closed-form gradients for Linear/BN/ReLU-tanh layers (false: autograd, the reference)
 
 
 @dataclass

@@ -179,3 +179,11 @@ def test_real_higgs_subset_beats_060(tmp_path, optim):
     cfg = compose(["dataset=higgs", f"dataset.path={h5}", "model=higgs_mlp", f"optim={optim}", "device=cpu",
                    "progress=false", "epochs=5", "eval.every_batches=0"])
     assert run(cfg, tmp_path / "run")["test/acc"] > 0.60
+
+
+def test_full_batch_methods_refuse_the_stream(tmp_path, higgs_h5):
+    from amtrain.errors import ConfigError
+
+    cfg = compose(["dataset=higgs", f"dataset.path={higgs_h5}", "model=higgs_mlp", "optim=admm", "device=cpu"])
+    with pytest.raises(ConfigError, match="full batch"):
+        run(cfg, tmp_path / "run")

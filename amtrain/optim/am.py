@@ -22,7 +22,7 @@ from amtrain.errors import ConfigError
 from amtrain.models.layered import LayeredNet
 from amtrain.optim import memory
 from amtrain.optim.base import Trainer, make_step_lr
-from amtrain.optim.codes import hidden_data_term, solve_code, top_data_term
+from amtrain.optim.codes import hidden_data_grad, hidden_data_term, solve_code, top_data_grad, top_data_term
 from amtrain.optim.mu import MuSchedule
 
 
@@ -67,13 +67,16 @@ class OnlineAM(Trainer):
         """updateCodes: solve eq. 4 for c_L, then eq. 5 for l = L-1..1, top-down."""
         net, cc, L = self.net, self.codes_cfg, self.net.L
         solve = dict(mu=mu, mode=self.mode, lr=cc.lr, iters=cc.iters, momentum=cc.momentum, nesterov=cc.nesterov)
+        fast = getattr(cc, "fast", False)  # closed-form gradients where the layers allow
         c = list(c0)
         # eq. 4: the top code trades the loss against staying near its forward value
-        c[L - 1] = solve_code(c0[L - 1], lambda c_L: top_data_term(net, c_L, y, mu, self.mode), **solve)
+        c[L - 1] = solve_code(c0[L - 1], lambda c_L: top_data_term(net, c_L, y, mu, self.mode), **solve,
+                              data_grad=top_data_grad(net, y, mu, self.mode) if fast else None)
         # eq. 5: each lower code must predict the updated code above it, c*_{l+1}
         for l in reversed(range(L - 1)):
             c_next = c[l + 1]
-            c[l] = solve_code(c0[l], lambda c_l: hidden_data_term(net, l, c_l, c_next, mu, self.mode), **solve)
+            c[l] = solve_code(c0[l], lambda c_l: hidden_data_term(net, l, c_l, c_next, mu, self.mode), **solve,
+                              data_grad=hidden_data_grad(net, l, c_next, mu, self.mode) if fast else None)
         return c
 
     # ------------------------------------------------------------------ Algorithm 2.3

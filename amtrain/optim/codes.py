@@ -18,10 +18,11 @@ forward value c^0. Two readings (``Mode``):
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from amtrain.config import Mode
 from amtrain.models.layered import LayeredNet
@@ -53,20 +54,24 @@ def proximal_term(c: torch.Tensor, c0: torch.Tensor, mu: float, mode: Mode) -> t
 
 def solve_code(c0: torch.Tensor, data_term: Callable[[torch.Tensor], torch.Tensor], mu: float,
                mode: Mode, lr: float, iters: int, momentum: float = 0.9,
-               nesterov: bool = True) -> torch.Tensor:
+               nesterov: bool = True, data_grad: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
     """K steps of SGD (Nesterov momentum, as torch.optim.SGD) on data_term(c) + proximal_term(c).
 
     Starts at the forward value c0 and returns the new code, detached. The data term's
-    gradient comes from autograd; the proximal term's, 2 mu (c - c0), in closed form.
+    gradient is ``data_grad(c)`` when given (closed form, see below), else autograd's;
+    the proximal term's, 2 mu (c - c0), is added in closed form.
     """
     c0 = c0.detach()
     c = c0.clone()
     buf = None
     for _ in range(iters):
-        with torch.enable_grad():
-            c.requires_grad_(True)
-            (g,) = torch.autograd.grad(data_term(c), c)
-        c = c.detach()
+        if data_grad is not None:
+            g = data_grad(c)
+        else:
+            with torch.enable_grad():
+                c.requires_grad_(True)
+                (g,) = torch.autograd.grad(data_term(c), c)
+            c = c.detach()
         if mode == Mode.paper:
             g = g + 2.0 * mu * (c - c0)
         if momentum:
@@ -74,3 +79,80 @@ def solve_code(c0: torch.Tensor, data_term: Callable[[torch.Tensor], torch.Tenso
             g = g.add(buf, alpha=momentum) if nesterov else buf
         c = c - lr * g
     return c
+
+
+# ----------------------------------------------------------------------------- closed forms
+# The same gradients as autograd's on the data terms above, written out for the layers of
+# the MLPs (Linear, optionally BatchNorm in train mode, then ReLU / tanh / identity), so a
+# code step is a few tensor operations with no graph. Anything else returns None and the
+# solver falls back to autograd. ``optim.codes.fast=false`` always uses autograd.
+
+def _sigma_grad(sigma: nn.Module, c: torch.Tensor, upstream: torch.Tensor) -> Optional[torch.Tensor]:
+    if isinstance(sigma, nn.ReLU):
+        return upstream * (c > 0).to(upstream.dtype)
+    if isinstance(sigma, nn.Tanh):
+        t = torch.tanh(c)
+        return upstream * (1 - t * t)
+    if isinstance(sigma, nn.Identity):
+        return upstream
+    return None
+
+
+def _supported(sigma: nn.Module) -> bool:
+    return isinstance(sigma, (nn.ReLU, nn.Tanh, nn.Identity))
+
+
+def top_data_grad(net: LayeredNet, y: torch.Tensor, mu: float, mode: Mode):
+    """d/dc of top_data_term, or None when the head is not Linear or sigma_L is unsupported."""
+    head, sigma = net.head, net.blocks[-1].sigma
+    if not isinstance(head, nn.Linear) or not _supported(sigma):
+        return None
+
+    @torch.no_grad()
+    def grad(c: torch.Tensor) -> torch.Tensor:
+        out = F.linear(sigma(c), head.weight, head.bias)
+        if net.n_outputs == 1:
+            d_out = torch.sigmoid(out) - y.to(out.dtype)[:, None]
+        else:
+            d_out = torch.softmax(out, dim=1) - F.one_hot(y, net.n_outputs).to(out.dtype)
+        if mode != Mode.paper:
+            d_out = d_out / (out.shape[0] * mu)
+        return _sigma_grad(sigma, c, d_out @ head.weight)
+
+    return grad
+
+
+def hidden_data_grad(net: LayeredNet, l: int, c_next: torch.Tensor, mu: float, mode: Mode):
+    """d/dc of hidden_data_term for layer l, or None when f_{l+1} is not Linear [+ BatchNorm1d]."""
+    f, sigma = net.blocks[l + 1].f, net.blocks[l].sigma
+    mods = list(f) if isinstance(f, nn.Sequential) else [f]
+    if not _supported(sigma) or not isinstance(mods[0], nn.Linear) or len(mods) > 2:
+        return None
+    lin = mods[0]
+    bn = mods[1] if len(mods) == 2 else None
+    if bn is not None and (not isinstance(bn, nn.BatchNorm1d) or (bn.training and bn.momentum is None)):
+        return None
+
+    @torch.no_grad()
+    def grad(c: torch.Tensor) -> torch.Tensor:
+        x = F.linear(sigma(c), lin.weight, lin.bias)
+        if bn is None:
+            pred = x
+        elif bn.training:  # batch statistics; running statistics move, as in the module's forward
+            pred, mean, rstd = torch.native_batch_norm(x, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                                                       True, bn.momentum, bn.eps)
+            if bn.track_running_stats:
+                bn.num_batches_tracked.add_(1)
+        else:
+            pred = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        d = (2.0 * mu) * (pred - c_next) if mode == Mode.paper else (2.0 / pred.numel()) * (pred - c_next)
+        if bn is not None:
+            gamma = bn.weight if bn.weight is not None else 1.0
+            if bn.training:  # backward of batch normalisation with batch statistics
+                xhat = (x - mean) * rstd
+                d = (gamma * rstd) * (d - d.mean(0) - xhat * (d * xhat).mean(0))
+            else:
+                d = d * gamma * torch.rsqrt(bn.running_var + bn.eps)
+        return _sigma_grad(sigma, c, d @ lin.weight)
+
+    return grad

@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""Time one training step of every method on every model, side by side, in one process.
+
+    python scripts/bench.py                       # CPU (and CUDA when available), release-mode defaults
+    python scripts/bench.py --models mlp_2x100 --steps 300 --mode paper
+
+Online methods: median milliseconds per mini-batch step (batch 200) after warm-up,
+interleaved round-robin so that every method sees the same machine state; the ratio
+is to Adam's median on the same model and device. Full-batch methods (offline AM,
+ADMM): median seconds per epoch (= one iteration) over ``--offline-rows`` samples.
+Data is generated in each model's shapes, so the benchmark runs anywhere. Peak memory:
+CUDA peak allocated per method; on CPU the process's peak RSS is printed once.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+
+from amtrain.cli import compose
+from amtrain.data.base import TensorData
+from amtrain.models import build_model
+from amtrain.optim import build_trainer
+
+ONLINE = ["adam", "sgd", "am_adam", "am_mem"]
+OFFLINE = ["am_adam_off", "am_mem_off", "admm"]
+SHAPES = {"mlp_2x100": ((1, 28, 28), 10), "mlp_2x500": ((1, 28, 28), 10), "higgs_mlp": ((28,), 2)}
+
+
+def make(optim: str, model: str, mode: str, device, seed: int = 0):
+    cfg = compose([f"optim={optim}", f"model={model}", f"mode={mode}", "dataset=synthetic", "device=cpu"])
+    in_shape, n_classes = SHAPES[model]
+    torch.manual_seed(seed)
+    net = build_model(cfg.model, in_shape, n_classes).to(device)
+    return build_trainer(cfg.optim, cfg.mu, cfg.mode, net), cfg
+
+
+def batch(model: str, n: int, device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    in_shape, n_classes = SHAPES[model]
+    return torch.randn((n,) + in_shape, generator=g).to(device), torch.randint(0, n_classes, (n,), generator=g).to(device)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_online(model, mode, device, steps, warmup, batch_size):
+    trainers = {m: make(m, model, mode, device)[0] for m in ONLINE}
+    batches = [batch(model, batch_size, device, seed=s) for s in range(8)]
+    times = {m: [] for m in ONLINE}
+    peak = {}
+    for i in range(warmup + steps):
+        for m, tr in trainers.items():  # round-robin: same conditions for every method
+            x, y = batches[i % len(batches)]
+            sync(device)
+            t0 = time.perf_counter()
+            tr.step(x, y)
+            sync(device)
+            if i >= warmup:
+                times[m].append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        for m, tr in trainers.items():
+            torch.cuda.reset_peak_memory_stats(device)
+            tr.step(*batches[0])
+            sync(device)
+            peak[m] = torch.cuda.max_memory_allocated(device) / 2**20
+    return {m: statistics.median(t) * 1000 for m, t in times.items()}, peak
+
+
+def bench_offline(model, mode, device, rows, epochs, batch_size):
+    x, y = batch(model, rows, device, seed=1)
+    data = TensorData(x, y, x[:10], y[:10], SHAPES[model][1])
+    out = {}
+    for m in OFFLINE + ["adam"]:
+        tr, _ = make(m, model, mode, device)
+        times = []
+        for e in range(epochs + 1):
+            sync(device)
+            t0 = time.perf_counter()
+            if tr.full_batch:
+                tr.epoch(data, batch_size, torch.Generator().manual_seed(e))
+            else:  # one epoch of Adam mini-batch steps, for scale
+                for s in range(0, rows, batch_size):
+                    tr.step(x[s:s + batch_size], y[s:s + batch_size])
+            sync(device)
+            if e:
+                times.append(time.perf_counter() - t0)
+        out[m] = statistics.median(times)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(SHAPES))
+    p.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    p.add_argument("--mode", default="release", choices=["release", "paper"])
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--offline-rows", type=int, default=10000)
+    p.add_argument("--offline-epochs", type=int, default=3)
+    p.add_argument("--no-offline", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, mode={args.mode}, "
+          f"batch {args.batch_size}, median of {args.steps} steps after {args.warmup} warm-up, interleaved")
+    print(f"\n| device | model | {' | '.join(f'{m} ms/step' for m in ONLINE)} | {' | '.join(f'{m}/adam' for m in ONLINE[1:])} |")
+    print("|" + "---|" * (2 + 2 * len(ONLINE) - 1))
+    peaks = []
+    for dev in args.devices:
+        device = torch.device(dev)
+        for model in args.models:
+            ms, peak = bench_online(model, args.mode, device, args.steps, args.warmup, args.batch_size)
+            ratios = " | ".join(f"{ms[m] / ms['adam']:.2f}" for m in ONLINE[1:])
+            print(f"| {dev} | {model} | {' | '.join(f'{ms[m]:.2f}' for m in ONLINE)} | {ratios} |", flush=True)
+            if peak:
+                peaks.append((dev, model, peak))
+    if peaks:
+        print(f"\n| device | model | {' | '.join(f'{m} peak MiB' for m in ONLINE)} |")
+        print("|" + "---|" * (2 + len(ONLINE)))
+        for dev, model, peak in peaks:
+            print(f"| {dev} | {model} | {' | '.join(f'{peak[m]:.1f}' for m in ONLINE)} |")
+    if not args.no_offline:
+        print(f"\nFull-batch methods: median seconds per epoch over {args.offline_rows:,} generated samples "
+              f"(adam: one epoch of mini-batch steps, for scale)")
+        print(f"| device | model | {' | '.join(OFFLINE + ['adam'])} |")
+        print("|" + "---|" * (3 + len(OFFLINE)))
+        for dev in args.devices:
+            for model in args.models:
+                if model == "higgs_mlp":
+                    continue  # full-batch methods need in-memory data; HIGGS is streamed
+                s = bench_offline(model, args.mode, torch.device(dev), args.offline_rows, args.offline_epochs,
+                                  args.batch_size)
+                print(f"| {dev} | {model} | {' | '.join(f'{s[m]:.3f}' for m in OFFLINE + ['adam'])} |", flush=True)
+    print(f"\nprocess peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
