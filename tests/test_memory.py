@@ -5,7 +5,7 @@ import torch
 from amtrain.config import Mode
 from amtrain.models import mlp
 from amtrain.optim.am import AMMem
-from amtrain.optim.memory import CoActivationMemory, bcd, exact
+from amtrain.optim.memory import CoActivationMemory, bcd, bcd_loop, exact
 from amtrain.optim.mu import MuSchedule
 
 
@@ -124,3 +124,15 @@ def test_bcd_with_ridge_reaches_the_ridge_solution():
     W = bcd(torch.zeros(5, 8, dtype=torch.float64), A, B, sweeps=300, ridge=50.0)
     torch.testing.assert_close(W, B @ torch.linalg.inv(A + 50.0 * torch.eye(8, dtype=A.dtype)), rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(exact(A, B, ridge=50.0), W, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("ridge", [0.0, 3.0])
+def test_matrix_sweep_equals_the_column_loop(ridge):
+    """One Gauss-Seidel sweep as a triangular solve gives the column-by-column iterate exactly."""
+    a, c = random_problem(n=60, n_in=12, n_out=5)
+    a[:, 4] = 0  # a dead input
+    A, B = a.T @ a, c.T @ a
+    W0 = torch.randn(5, 12, dtype=torch.float64)
+    for sweeps in (1, 3):
+        torch.testing.assert_close(bcd(W0.clone(), A, B, sweeps, ridge), bcd_loop(W0.clone(), A, B, sweeps, ridge),
+                                   rtol=1e-10, atol=1e-10)

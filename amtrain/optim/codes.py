@@ -73,11 +73,11 @@ def solve_code(c0: torch.Tensor, data_term: Callable[[torch.Tensor], torch.Tenso
                 (g,) = torch.autograd.grad(data_term(c), c)
             c = c.detach()
         if mode == Mode.paper:
-            g = g + 2.0 * mu * (c - c0)
+            g = torch.add(g, c - c0, alpha=2.0 * mu)
         if momentum:
             buf = g.clone() if buf is None else buf.mul_(momentum).add_(g)
             g = g.add(buf, alpha=momentum) if nesterov else buf
-        c = c - lr * g
+        c = torch.add(c, g, alpha=-lr)
     return c
 
 
@@ -89,7 +89,7 @@ def solve_code(c0: torch.Tensor, data_term: Callable[[torch.Tensor], torch.Tenso
 
 def _sigma_grad(sigma: nn.Module, c: torch.Tensor, upstream: torch.Tensor) -> Optional[torch.Tensor]:
     if isinstance(sigma, nn.ReLU):
-        return upstream * (c > 0).to(upstream.dtype)
+        return torch.ops.aten.threshold_backward(upstream, c, 0)  # upstream where c > 0, else 0
     if isinstance(sigma, nn.Tanh):
         t = torch.tanh(c)
         return upstream * (1 - t * t)
@@ -108,15 +108,16 @@ def top_data_grad(net: LayeredNet, y: torch.Tensor, mu: float, mode: Mode):
     if not isinstance(head, nn.Linear) or not _supported(sigma):
         return None
 
+    target = (y[:, None] if net.n_outputs == 1 else F.one_hot(y, net.n_outputs)).to(head.weight.dtype)
+    scale = 1.0 if mode == Mode.paper else 1.0 / (y.shape[0] * mu)
+
     @torch.no_grad()
     def grad(c: torch.Tensor) -> torch.Tensor:
         out = F.linear(sigma(c), head.weight, head.bias)
-        if net.n_outputs == 1:
-            d_out = torch.sigmoid(out) - y.to(out.dtype)[:, None]
-        else:
-            d_out = torch.softmax(out, dim=1) - F.one_hot(y, net.n_outputs).to(out.dtype)
-        if mode != Mode.paper:
-            d_out = d_out / (out.shape[0] * mu)
+        d_out = torch.sigmoid(out) if net.n_outputs == 1 else torch.softmax(out, dim=1)
+        d_out.sub_(target)  # d loss / d output
+        if scale != 1.0:
+            d_out.mul_(scale)
         return _sigma_grad(sigma, c, d_out @ head.weight)
 
     return grad
@@ -145,13 +146,13 @@ def hidden_data_grad(net: LayeredNet, l: int, c_next: torch.Tensor, mu: float, m
                 bn.num_batches_tracked.add_(1)
         else:
             pred = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        d = (2.0 * mu) * (pred - c_next) if mode == Mode.paper else (2.0 / pred.numel()) * (pred - c_next)
+        d = (pred - c_next).mul_(2.0 * mu if mode == Mode.paper else 2.0 / pred.numel())
         if bn is not None:
-            gamma = bn.weight if bn.weight is not None else 1.0
-            if bn.training:  # backward of batch normalisation with batch statistics
-                xhat = (x - mean) * rstd
-                d = (gamma * rstd) * (d - d.mean(0) - xhat * (d * xhat).mean(0))
+            if bn.training:  # backward of batch normalisation with batch statistics (one fused kernel)
+                d = torch.ops.aten.native_batch_norm_backward(d, x, bn.weight, bn.running_mean, bn.running_var,
+                                                              mean, rstd, True, bn.eps, [True, False, False])[0]
             else:
+                gamma = bn.weight if bn.weight is not None else 1.0
                 d = d * gamma * torch.rsqrt(bn.running_var + bn.eps)
         return _sigma_grad(sigma, c, d @ lin.weight)
 
