@@ -166,6 +166,8 @@ class ADMMConfig:
     output: str = "hinge"  # hinge (Taylor's binary hinge, one-vs-all) | ce (softmax / logistic prox)
     newton_steps: int = 8  # Newton steps for the ce output prox
     chunk_rows: int = 10000  # rows per chunk in Gram sums and sample-wise steps
+    state_memory_gb: float = 4.0  # z, a, lambda larger than this live in memory-mapped files
+    state_dir: Optional[str] = None  # where those files go (null: the system's temporary folder)
 
 
 # ----------------------------------------------------------------------------- mu

@@ -184,6 +184,41 @@ def test_real_higgs_subset_beats_060(tmp_path, optim):
 def test_full_batch_methods_refuse_the_stream(tmp_path, higgs_h5):
     from amtrain.errors import ConfigError
 
-    cfg = compose(["dataset=higgs", f"dataset.path={higgs_h5}", "model=higgs_mlp", "optim=admm", "device=cpu"])
+    cfg = compose(["dataset=higgs", f"dataset.path={higgs_h5}", "model=higgs_mlp", "optim=am_adam_off", "device=cpu"])
     with pytest.raises(ConfigError, match="full batch"):
         run(cfg, tmp_path / "run")
+
+
+def test_admm_streams_higgs_with_state_on_disk_and_matches_in_memory(tmp_path, higgs_h5):
+    """The same ADMM iterations whether the rows come from memory or stream from HDF5 with disk state."""
+    from amtrain.data.base import TensorData
+    from amtrain.models import build_model
+    from amtrain.optim import build_trainer
+    from amtrain.optim.admm import DiskArray
+
+    stream = HiggsStream(higgs_h5)
+    x, y = stream._read("train", 0, stream.n_train)
+    memory = TensorData(torch.from_numpy(x), torch.from_numpy(y).long(), torch.zeros(1, 28), torch.zeros(1).long(), 2)
+    weights = []
+    for data, gb in ((memory, 4.0), (stream, 0.0)):
+        cfg = compose(["dataset=higgs", f"dataset.path={higgs_h5}", "model=higgs_mlp", "optim=admm", "device=cpu",
+                       "optim.chunk_rows=128", f"optim.state_memory_gb={gb}", f"+optim.state_dir={tmp_path}",
+                       "optim.warm_start=1"])
+        torch.manual_seed(0)
+        net = build_model(cfg.model, (28,), 2)
+        admm = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+        for _ in range(3):
+            admm.epoch(data, 50, torch.Generator())
+        assert isinstance(admm.z[0], DiskArray) == (gb == 0.0)
+        weights.append([p.detach().clone() for p in net.parameters()])
+        state_dir = admm._state_dir
+        del admm
+    for a, b in zip(*weights):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert state_dir is not None and not state_dir.exists()  # temporary state removed
+
+
+def test_admm_learns_streamed_higgs_through_run(tmp_path, higgs_h5):
+    cfg = compose(["dataset=higgs", f"dataset.path={higgs_h5}", "model=higgs_mlp", "optim=admm", "device=cpu",
+                   "progress=false", "epochs=8", "optim.state_memory_gb=0", "optim.warm_start=3"])
+    assert run(cfg, tmp_path / "run")["test/acc"] > 0.7

@@ -9,14 +9,22 @@ For l = 1..L-1 (hidden layers), then the output layer L::
     z_L <- argmin_z loss(z, y) + <z, lambda> + beta ||z - W_L a_{L-1}||^2
     lambda <- lambda + beta (z_L - W_L a_{L-1})            (skipped during warm start)
 
-z_l and a_l are kept for every training sample; Gram sums and the sample-wise steps run
-in chunks of ``chunk_rows``. No BatchNorm (ADMM cannot express it). The network's
-weights are copied in after each iteration so evaluation is the plain forward pass.
+z_l and a_l are kept for every training sample; every step runs in chunks of
+``chunk_rows`` rows, reading the inputs chunk by chunk too, so HIGGS-sized data streams
+from its HDF5 file. State larger than ``state_memory_gb`` lives in memory-mapped files
+(10.5M HIGGS rows x 300 units: 25 GB). No BatchNorm (ADMM cannot express it). The
+network's weights are copied in after each iteration, so evaluation is the plain
+forward pass.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import torch
 
 from amtrain.errors import ConfigError
@@ -27,6 +35,7 @@ from amtrain.optim.base import Trainer
 
 class ADMM(Trainer):
     full_batch = True
+    streams = True  # works on streamed (HIGGS) data: inputs are read chunk by chunk
 
     def __init__(self, net: LayeredNet, cfg):
         super().__init__(net)
@@ -43,6 +52,7 @@ class ADMM(Trainer):
         self.a: List[torch.Tensor] = []  # a_1..a_{L-1}
         self.lam: Optional[torch.Tensor] = None
         self._x_gram_inv = None
+        self._state_dir: Optional[Path] = None
 
     # --------------------------------------------------------------- weights as matrices [W | b]
     def _layers(self):
@@ -66,18 +76,34 @@ class ADMM(Trainer):
         return [slice(s, min(s + step, n)) for s in range(0, n, step)]
 
     # --------------------------------------------------------------- one iteration
+    def _array(self, name: str, n: int, k: int, device, disk: bool):
+        if not disk:
+            return torch.zeros(n, k, device=device, dtype=next(self.net.parameters()).dtype)
+        if self._state_dir is None:
+            root = self.cfg.state_dir or None
+            self._state_dir = Path(tempfile.mkdtemp(prefix="amtrain-admm-", dir=root))
+            weakref.finalize(self, shutil.rmtree, str(self._state_dir), True)
+        return DiskArray(self._state_dir / f"{name}.npy", n, k, device)
+
     @torch.no_grad()
-    def _init_state(self, x: torch.Tensor) -> None:
-        """z, a from a forward pass of the initial network; lambda = 0."""
-        self.z, self.a = [], []
-        a = x
-        for lin in self._layers():
-            z = lin(a)
-            self.z.append(z)
-            if len(self.z) < len(self._layers()):
-                a = torch.relu(z)
-                self.a.append(a)
-        self.lam = torch.zeros_like(self.z[-1])
+    def _init_state(self, x) -> None:
+        """z, a from a forward pass of the initial network (chunk by chunk); lambda = 0."""
+        layers = self._layers()
+        n, device = len(x), next(self.net.parameters()).device
+        widths = [lin.out_features for lin in layers]
+        need = 4 * n * (2 * sum(widths[:-1]) + 2 * widths[-1])
+        disk = need > self.cfg.state_memory_gb * 2**30
+        self.z = [self._array(f"z{l + 1}", n, w, device, disk) for l, w in enumerate(widths)]
+        self.a = [self._array(f"a{l + 1}", n, w, device, disk) for l, w in enumerate(widths[:-1])]
+        self.lam = self._array("lambda", n, widths[-1], device, disk)
+        for sl in self._chunks(n):
+            a = x[sl]
+            for l, lin in enumerate(layers):
+                z = lin(a)
+                self.z[l][sl] = z
+                if l < len(layers) - 1:
+                    a = torch.relu(z)
+                    self.a[l][sl] = a
 
     def _targets(self, y: torch.Tensor) -> torch.Tensor:
         if self.net.n_outputs == 1:
@@ -104,7 +130,7 @@ class ADMM(Trainer):
 
     @torch.no_grad()
     def epoch(self, data, batch_size: int, generator: torch.Generator):
-        x, y = data.x_train.flatten(1), data.y_train
+        x, y = rows(data)
         if not self.z:
             self._init_state(x)
         loss_sum, correct = self._train_metrics(x, y)
@@ -121,10 +147,11 @@ class ADMM(Trainer):
             b_next = W[l + 1][:, -1] if nxt.bias is not None else None
             M = steps.activation_matrix(W_next, beta, gamma)
             for sl in self._chunks(len(x)):
-                self.a[l][sl] = steps.update_activations(self.z[l + 1][sl], W_next, b_next, torch.relu(self.z[l][sl]),
-                                                         M, beta, gamma)
+                a_l = steps.update_activations(self.z[l + 1][sl], W_next, b_next, torch.relu(self.z[l][sl]),
+                                               M, beta, gamma)
+                self.a[l][sl] = a_l
                 m = steps.augment(a_prev[sl], bias) @ W[l].T
-                self.z[l][sl] = steps.update_relu_preactivations(self.a[l][sl], m, beta, gamma)
+                self.z[l][sl] = steps.update_relu_preactivations(a_l, m, beta, gamma)
         # output layer
         head = layers[-1]
         bias = head.bias is not None
@@ -133,14 +160,16 @@ class ADMM(Trainer):
         targets = self._targets(y)
         for sl in self._chunks(len(x)):
             m = steps.augment(self.a[-1][sl], bias) @ W[-1].T
+            lam = self.lam[sl]
             if self.cfg.output == "hinge":
-                self.z[-1][sl] = steps.update_output_hinge(m, targets[sl], self.lam[sl], beta)
+                z = steps.update_output_hinge(m, targets[sl], lam, beta)
             elif self.net.n_outputs == 1:
-                self.z[-1][sl] = _logistic_prox(m, targets[sl], self.lam[sl], beta, self.cfg.newton_steps)
+                z = _logistic_prox(m, targets[sl], lam, beta, self.cfg.newton_steps)
             else:
-                self.z[-1][sl] = steps.update_output_ce(m, y[sl], self.lam[sl], beta, self.cfg.newton_steps)
+                z = steps.update_output_ce(m, y[sl], lam, beta, self.cfg.newton_steps)
+            self.z[-1][sl] = z
             if not warm:
-                self.lam[sl] += beta * (self.z[-1][sl] - m)
+                self.lam[sl] = lam + beta * (z - m)
         for lin, Wl in zip(layers, W):
             self._set(lin, Wl)
         self.iteration += 1
@@ -148,8 +177,8 @@ class ADMM(Trainer):
 
     @torch.no_grad()
     def _train_metrics(self, x, y):
-        loss_sum = torch.zeros((), device=x.device)
-        correct = torch.zeros((), device=x.device, dtype=torch.long)
+        loss_sum = torch.zeros((), device=y.device)
+        correct = torch.zeros((), device=y.device, dtype=torch.long)
         for sl in self._chunks(len(x)):
             out = self.net(x[sl])
             loss_sum += self.net.loss(out, y[sl], reduction="sum")
@@ -158,7 +187,7 @@ class ADMM(Trainer):
 
     @torch.no_grad()
     def augmented_lagrangian(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """The objective ADMM works on (Taylor et al. eq. 3 with lambda): for tests and diagnostics."""
+        """The objective ADMM works on (Taylor et al. eq. 3 with lambda), for in-memory state (tests, diagnostics)."""
         layers = self._layers()
         total = 0.0
         a_prev = x
@@ -176,6 +205,52 @@ class ADMM(Trainer):
         else:
             loss = float(torch.nn.functional.cross_entropy(z, y, reduction="sum"))
         return loss + float((z * self.lam).sum()) + self.beta * float(((z - m) ** 2).sum())
+
+
+class DiskArray:
+    """A float32 (n, k) array in a memory-mapped .npy file, read and written by row slices as tensors."""
+
+    dtype = torch.float32
+
+    def __init__(self, path: Path, n: int, k: int, device):
+        self.mm = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.float32, shape=(n, k))
+        self.device = device
+        self.shape = (n, k)
+
+    def __len__(self) -> int:
+        return self.mm.shape[0]
+
+    def __getitem__(self, sl: slice) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.mm[sl])).to(self.device)
+
+    def __setitem__(self, sl: slice, value: torch.Tensor) -> None:
+        self.mm[sl] = value.detach().to("cpu", torch.float32).numpy()
+
+
+class StreamRows:
+    """The training inputs of a streamed dataset (HIGGS), read by row slices in file order."""
+
+    dtype = torch.float32
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.device = stream.device
+        self.shape = (stream.n_train,) + tuple(stream.in_shape)
+
+    def __len__(self) -> int:
+        return self.stream.n_train
+
+    def __getitem__(self, sl: slice) -> torch.Tensor:
+        x, _ = self.stream._read("train", sl.start, sl.stop)
+        return torch.from_numpy(x).to(self.stream.device)
+
+
+def rows(data):
+    """(inputs as a row store, all training labels) for in-memory or streamed data."""
+    if hasattr(data, "x_train"):
+        return data.x_train.flatten(1), data.y_train
+    y = torch.from_numpy(data._h5()["train/y"][: data.n_train]).long().to(data.device)
+    return StreamRows(data), y
 
 
 def _logistic_prox(m, y01, lam, beta, newton_steps):
