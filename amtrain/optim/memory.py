@@ -52,7 +52,7 @@ def bcd(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, sweeps: int = 1, ridg
     diag = DL.diagonal()
     for _ in range(sweeps):
         rhs = torch.addcmul(B - W @ DL, W, diag)  # B - W L  (W @ DL less its diagonal part)
-        rhs[:, dead] = W[:, dead]  # for a dead column, A[:, j] = 0 and b_j = 0: keep w_j
+        rhs = torch.where(dead, W, rhs)  # a dead column has A[:, j] = 0, b_j = 0: keep w_j (no host sync)
         W = torch.linalg.solve_triangular(DL, rhs.T, upper=False).T
     return W
 
