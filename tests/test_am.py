@@ -7,16 +7,10 @@ from amtrain.config import Mode
 from amtrain.models import mlp
 from amtrain.optim.am import AMAdam
 from amtrain.optim.mu import MuSchedule
+from conftest import am_adam_cfg
 
 
-class Cfg:
-    class codes:
-        lr, iters, momentum, nesterov = 0.3, 5, 0.9, True
-
-    lr, betas, weight_iters = 0.01, (0.9, 0.999), 1
-
-    class schedule:
-        step_epochs, gamma = 0, 0.5
+Cfg = am_adam_cfg(lr=0.01)
 
 
 def batch(seed=0):

@@ -9,20 +9,7 @@ from amtrain.models import mlp
 from amtrain.optim.am import AMAdam
 from amtrain.optim.codes import hidden_data_grad, hidden_data_term, top_data_grad, top_data_term
 from amtrain.optim.mu import MuSchedule
-
-
-def make_cfg(fast):
-    class Cfg:
-        class codes:
-            lr, iters, momentum, nesterov = 0.3, 5, 0.9, True
-
-        lr, betas, weight_iters = 0.008, (0.9, 0.999), 1
-
-        class schedule:
-            step_epochs, gamma = 0, 0.5
-
-    Cfg.codes.fast = fast
-    return Cfg
+from conftest import am_adam_cfg
 
 
 CASES = [(Mode.release, "relu", 10), (Mode.paper, "relu", 10), (Mode.paper, "tanh", 10), (Mode.release, "tanh", 1),
@@ -65,8 +52,8 @@ def test_closed_form_gradients_equal_autograd(mode, act, n_out):
 @pytest.mark.parametrize("mode, act, n_out", CASES)
 def test_fast_and_reference_paths_give_the_same_step(mode, act, n_out):
     reference, fast = net_for(mode, act, n_out), net_for(mode, act, n_out)
-    am_ref = AMAdam(reference, MuSchedule(0.003), mode, make_cfg(False))
-    am_fast = AMAdam(fast, MuSchedule(0.003), mode, make_cfg(True))
+    am_ref = AMAdam(reference, MuSchedule(0.003), mode, am_adam_cfg(0.008, fast=False))
+    am_fast = AMAdam(fast, MuSchedule(0.003), mode, am_adam_cfg(0.008, fast=True))
     for seed in range(3):
         x, y = data(n_out, seed)
         c_ref = am_ref.update_codes(am_ref.encode(x), y, 0.003)
