@@ -84,6 +84,19 @@ class MLPConfig:
     single_logit: bool = False  # binary problems: one output and the logistic loss
 
 
+@dataclass
+class LeNetConfig:
+    name: str = "lenet5"
+    arch: str = "lenet5"  # conv(6,5)-pool-conv(16,5)-pool-FC-FC-FC; codes: each layer's pre-activation map
+    channels: List[int] = field(default_factory=lambda: [6, 16])  # conv layers' output channels
+    kernel: int = 5
+    fc: List[int] = field(default_factory=lambda: [120, 84])  # hidden FC widths
+    activation: str = "relu"
+    batchnorm: bool = False  # BatchNorm2d after each conv, BatchNorm1d after each hidden FC
+    hidden_bias: bool = True
+    single_logit: bool = False
+
+
 # ----------------------------------------------------------------------------- optimisers
 @dataclass
 class LRScheduleConfig:
@@ -222,7 +235,7 @@ class Config:
 
 SCHEMAS = {
     "dataset": {"mnist": MNISTConfig, "cifar10": CIFAR10Config, "synthetic": SyntheticConfig, "higgs": HiggsConfig},
-    "model": {"mlp": MLPConfig},
+    "model": {"mlp": MLPConfig, "lenet5": LeNetConfig},
     "optim": {"sgd": SGDConfig, "adam": AdamConfig, "am_adam": AMAdamConfig, "am_mem": AMMemConfig,
               "am_adam_off": AMAdamOffConfig, "am_mem_off": AMMemOffConfig, "admm": ADMMConfig},
     "mu": {

@@ -22,12 +22,14 @@ import torch
 
 from amtrain.cli import compose
 from amtrain.data.base import TensorData
+from amtrain.errors import ConfigError
 from amtrain.models import build_model
 from amtrain.optim import build_trainer
 
 ONLINE = ["adam", "sgd", "am_adam", "am_mem"]
 OFFLINE = ["am_adam_off", "am_mem_off", "admm"]
-SHAPES = {"mlp_2x100": ((1, 28, 28), 10), "mlp_2x500": ((1, 28, 28), 10), "higgs_mlp": ((28,), 2)}
+SHAPES = {"mlp_2x100": ((1, 28, 28), 10), "mlp_2x500": ((1, 28, 28), 10), "higgs_mlp": ((28,), 2),
+          "lenet5": ((1, 28, 28), 10)}
 
 
 def make(optim: str, model: str, mode: str, device, seed: int = 0):
@@ -49,10 +51,26 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def buildable(methods, model, mode, device):
+    """The trainers a model supports (AM-mem and ADMM need Linear layers): name -> trainer or None."""
+    out = {}
+    for m in methods:
+        try:
+            out[m] = make(m, model, mode, device)[0]
+        except ConfigError:
+            out[m] = None
+    return out
+
+
+def fmt(v, spec):
+    return "n/a" if v is None else format(v, spec)
+
+
 def bench_online(model, mode, device, steps, warmup, batch_size):
-    trainers = {m: make(m, model, mode, device)[0] for m in ONLINE}
+    built = buildable(ONLINE, model, mode, device)
+    trainers = {m: t for m, t in built.items() if t is not None}
     batches = [batch(model, batch_size, device, seed=s) for s in range(8)]
-    times = {m: [] for m in ONLINE}
+    times = {m: [] for m in trainers}
     peak = {}
     for i in range(warmup + steps):
         for m, tr in trainers.items():  # round-robin: same conditions for every method
@@ -69,15 +87,18 @@ def bench_online(model, mode, device, steps, warmup, batch_size):
             tr.step(*batches[0])
             sync(device)
             peak[m] = torch.cuda.max_memory_allocated(device) / 2**20
-    return {m: statistics.median(t) * 1000 for m, t in times.items()}, peak
+    ms = {m: statistics.median(times[m]) * 1000 if m in times else None for m in ONLINE}
+    return ms, {m: peak.get(m) for m in ONLINE} if peak else {}
 
 
 def bench_offline(model, mode, device, rows, epochs, batch_size):
     x, y = batch(model, rows, device, seed=1)
     data = TensorData(x, y, x[:10], y[:10], SHAPES[model][1])
     out = {}
-    for m in OFFLINE + ["adam"]:
-        tr, _ = make(m, model, mode, device)
+    for m, tr in buildable(OFFLINE + ["adam"], model, mode, device).items():
+        if tr is None:
+            out[m] = None
+            continue
         times = []
         for e in range(epochs + 1):
             sync(device)
@@ -118,15 +139,15 @@ def main():
         device = torch.device(dev)
         for model in args.models:
             ms, peak = bench_online(model, args.mode, device, args.steps, args.warmup, args.batch_size)
-            ratios = " | ".join(f"{ms[m] / ms['adam']:.2f}" for m in ONLINE[1:])
-            print(f"| {dev} | {model} | {' | '.join(f'{ms[m]:.2f}' for m in ONLINE)} | {ratios} |", flush=True)
+            ratios = " | ".join(fmt(None if ms[m] is None else ms[m] / ms["adam"], ".2f") for m in ONLINE[1:])
+            print(f"| {dev} | {model} | {' | '.join(fmt(ms[m], '.2f') for m in ONLINE)} | {ratios} |", flush=True)
             if peak:
                 peaks.append((dev, model, peak))
     if peaks:
         print(f"\n| device | model | {' | '.join(f'{m} peak MiB' for m in ONLINE)} |")
         print("|" + "---|" * (2 + len(ONLINE)))
         for dev, model, peak in peaks:
-            print(f"| {dev} | {model} | {' | '.join(f'{peak[m]:.1f}' for m in ONLINE)} |")
+            print(f"| {dev} | {model} | {' | '.join(fmt(peak[m], '.1f') for m in ONLINE)} |")
     if not args.no_offline:
         print(f"\nFull-batch methods: median seconds per epoch over {args.offline_rows:,} generated samples "
               f"(adam: one epoch of mini-batch steps, for scale)")
@@ -138,7 +159,7 @@ def main():
                     continue  # full-batch methods need in-memory data; HIGGS is streamed
                 s = bench_offline(model, args.mode, torch.device(dev), args.offline_rows, args.offline_epochs,
                                   args.batch_size)
-                print(f"| {dev} | {model} | {' | '.join(f'{s[m]:.3f}' for m in OFFLINE + ['adam'])} |", flush=True)
+                print(f"| {dev} | {model} | {' | '.join(fmt(s[m], '.3f') for m in OFFLINE + ['adam'])} |", flush=True)
     print(f"\nprocess peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

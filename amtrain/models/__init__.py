@@ -30,6 +30,34 @@ def mlp(in_shape: Sequence[int], n_outputs: int, hidden: Sequence[int], act: str
     return LayeredNet(nn.Flatten(), blocks, head, n_outputs)
 
 
+def lenet5(in_shape: Sequence[int], n_outputs: int, channels: Sequence[int] = (6, 16), kernel: int = 5,
+           fc: Sequence[int] = (120, 84), act: str = "relu", batchnorm: bool = False,
+           hidden_bias: bool = True) -> LayeredNet:
+    """LeNet-5 (LeCun et al. 1998) as coded blocks: each conv and hidden FC layer has a code
+    (its pre-activation map); pooling and flattening belong to the activation step sigma."""
+    if len(in_shape) != 3:
+        raise ConfigError(f"lenet5 needs image inputs (channels, height, width), the dataset gives {tuple(in_shape)}")
+    c_in, h, w = (int(v) for v in in_shape)
+    blocks = []
+    for i, c_out in enumerate(channels):
+        conv = nn.Conv2d(c_in, int(c_out), kernel, bias=hidden_bias)
+        f = nn.Sequential(conv, nn.BatchNorm2d(int(c_out))) if batchnorm else nn.Sequential(conv)
+        h, w = (h - kernel + 1) // 2, (w - kernel + 1) // 2
+        if h < 1 or w < 1:
+            raise ConfigError(f"lenet5: inputs of {tuple(in_shape)} are too small for {len(channels)} conv layers")
+        last = i == len(channels) - 1
+        sigma = nn.Sequential(activation(act), nn.MaxPool2d(2), *([nn.Flatten()] if last else []))
+        blocks.append(Block(f, sigma))
+        c_in = int(c_out)
+    width = c_in * h * w
+    for m in fc:
+        lin = nn.Linear(width, int(m), bias=hidden_bias)
+        f = nn.Sequential(lin, nn.BatchNorm1d(int(m))) if batchnorm else nn.Sequential(lin)
+        blocks.append(Block(f, activation(act)))
+        width = int(m)
+    return LayeredNet(nn.Identity(), blocks, nn.Linear(width, n_outputs), n_outputs)
+
+
 def build_model(cfg, in_shape: Sequence[int], n_classes: int) -> LayeredNet:
     """Build the network named by ``cfg.model`` for inputs of ``in_shape`` and ``n_classes``."""
     if cfg.single_logit and n_classes != 2:
@@ -39,6 +67,9 @@ def build_model(cfg, in_shape: Sequence[int], n_classes: int) -> LayeredNet:
         if not cfg.hidden:
             raise ConfigError("model.hidden is empty: an MLP needs at least one hidden layer for AM")
         return mlp(in_shape, n_outputs, cfg.hidden, cfg.activation, cfg.batchnorm, cfg.hidden_bias)
+    if cfg.arch == "lenet5":
+        return lenet5(in_shape, n_outputs, cfg.channels, cfg.kernel, cfg.fc, cfg.activation, cfg.batchnorm,
+                      cfg.hidden_bias)
     raise ConfigError(f"unknown model architecture '{cfg.arch}'")
 
 
@@ -49,4 +80,4 @@ def _prod(xs: Sequence[int]) -> int:
     return out
 
 
-__all__ = ["Block", "LayeredNet", "build_model", "mlp"]
+__all__ = ["Block", "LayeredNet", "build_model", "lenet5", "mlp"]

@@ -91,7 +91,7 @@ class OnlineAM(Trainer):
         """eq. 6 for layer l on this batch: mu ||c*_l - f_l(W_l, a_{l-1})||^2."""
         prediction = self.net.blocks[l].f(a_prev)
         if self.mode == Mode.paper:
-            return mu * (c_l - prediction).pow(2).sum(dim=1).mean()
+            return mu * (c_l - prediction).pow(2).flatten(1).sum(dim=1).mean()
         return F.mse_loss(prediction, c_l)
 
 
@@ -125,9 +125,11 @@ class AMMem(OnlineAM):
         super().__init__(net, mu, mode, cfg.codes)
         for l, block in enumerate(net.blocks):
             if not block.is_linear_in_weights():
+                kind = type(block.linear()).__name__
                 raise ConfigError(
-                    f"am_mem needs layer {l + 1} to be linear in its weights (c = W a + b); "
-                    "it has BatchNorm or is not Linear: set model.batchnorm=false or use optim=am_adam")
+                    f"am_mem needs every coded layer to be Linear without BatchNorm (c = W a + b, eq. 7); "
+                    f"layer {l + 1} is {kind}{' with BatchNorm' if kind == 'Linear' else ''}: "
+                    "set model.batchnorm=false, or use optim=am_adam for convolutional models")
         if cfg.solver not in ("bcd", "exact"):
             raise ConfigError(f"optim.solver='{cfg.solver}' is unknown: use bcd or exact")
         self.cfg = cfg
