@@ -78,7 +78,8 @@ class MLPConfig:
     name: str = "mlp"  # the preset's label in outputs
     arch: str = "mlp"  # which builder (amtrain.models.build_model)
     hidden: List[int] = field(default_factory=lambda: [100, 100])  # hidden widths m_1..m_L
-    activation: str = "relu"  # sigma_l for hidden layers: relu | tanh | sigmoid
+    activation: str = "relu"  # sigma_l for hidden layers: relu | tanh | sigmoid | sign
+    activations: Optional[List[str]] = None  # one per hidden layer (overrides activation), e.g. [sign, tanh]
     batchnorm: bool = False  # BatchNorm after each hidden Linear (part of f_l, so of the code)
     hidden_bias: bool = True  # bias in hidden Linear layers
     single_logit: bool = False  # binary problems: one output and the logistic loss
@@ -132,6 +133,7 @@ class CodeSolverConfig:
     momentum: float = 0.9
     nesterov: bool = True
     fast: bool = True  # closed-form gradients for Linear/BN/ReLU-tanh layers (false: autograd, the reference)
+    sign_step: str = "ste"  # codes under a sign activation: ste (straight-through, the release) | accept
 
 
 @dataclass

@@ -21,7 +21,7 @@ TINY = ["dataset=synthetic", "dataset.n_train=600", "dataset.n_test=300", "devic
         "progress=false", "eval.first_epoch_batches=3", "batch_size=50"]
 
 
-def am_adam_cfg(lr: float = 0.01, fast: bool = False):
+def am_adam_cfg(lr: float = 0.01, fast: bool = False, sign_step: str = "ste"):
     """A hand-built AM-Adam config (release code-step defaults) for tests that build trainers directly."""
 
     class Cfg:
@@ -32,6 +32,7 @@ def am_adam_cfg(lr: float = 0.01, fast: bool = False):
             step_epochs, gamma = 0, 0.5
 
     Cfg.codes.lr, Cfg.codes.iters, Cfg.codes.momentum, Cfg.codes.nesterov, Cfg.codes.fast = 0.3, 5, 0.9, True, fast
+    Cfg.codes.sign_step = sign_step
     Cfg.lr, Cfg.betas, Cfg.weight_iters = lr, (0.9, 0.999), 1
     return Cfg
 

@@ -39,7 +39,7 @@ def test_python_dash_m_and_default_run_dir(tmp_path):
 def test_help_lists_groups(tmp_path):
     r = amtrain("--help", cwd=tmp_path)
     assert r.returncode == 0
-    for line in ["dataset: cifar10, higgs, mnist, synthetic", "optim: adam, admm, am_adam, am_adam_off, am_mem, am_mem_off, sgd", "model: higgs_mlp, lenet5, mlp_2x100, mlp_2x500",
+    for line in ["dataset: cifar10, higgs, mnist, synthetic", "optim: adam, admm, am_adam, am_adam_off, am_mem, am_mem_off, sgd", "model: binary_mlp, higgs_mlp, lenet5, mlp_2x100, mlp_2x500",
                  "mu: additive, constant, multiplicative", "mode: paper, release"]:
         assert line in r.stdout
     assert "schema" not in r.stdout

@@ -3,12 +3,33 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import nn
 
 from amtrain.errors import ConfigError
 from amtrain.models.layered import Block, LayeredNet
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+class _SignSTE(torch.autograd.Function):
+    """sign(x) in {-1, +1} forward; straight-through backward (the gradient passes unchanged)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class Sign(nn.Module):
+    """The binary activation of Lee et al. (2015)'s network: non-differentiable, so backprop and
+    AM's code steps use the straight-through estimator (as the authors' release does)."""
+
+    def forward(self, x):
+        return _SignSTE.apply(x)
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "sign": Sign}
 
 
 def activation(name: str) -> nn.Module:
@@ -17,15 +38,20 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def mlp(in_shape: Sequence[int], n_outputs: int, hidden: Sequence[int], act: str = "relu",
+def mlp(in_shape: Sequence[int], n_outputs: int, hidden: Sequence[int], act="relu",
         batchnorm: bool = False, hidden_bias: bool = True) -> LayeredNet:
-    """Fully-connected net ``prod(in_shape)-hidden[0]-...-hidden[-1]-n_outputs``."""
+    """Fully-connected net ``prod(in_shape)-hidden[0]-...-hidden[-1]-n_outputs``.
+
+    ``act`` is one activation for every hidden layer or a list, one per layer."""
     widths = [int(_prod(in_shape))] + [int(h) for h in hidden]
+    acts = [act] * len(hidden) if isinstance(act, str) else list(act)
+    if len(acts) != len(hidden):
+        raise ConfigError(f"model.activations has {len(acts)} entries for {len(hidden)} hidden layers")
     blocks = []
-    for m_prev, m in zip(widths[:-1], widths[1:]):
+    for m_prev, m, a in zip(widths[:-1], widths[1:], acts):
         lin = nn.Linear(m_prev, m, bias=hidden_bias)
         f = nn.Sequential(lin, nn.BatchNorm1d(m)) if batchnorm else nn.Sequential(lin)
-        blocks.append(Block(f, activation(act)))
+        blocks.append(Block(f, activation(a)))
     head = nn.Linear(widths[-1], n_outputs)
     return LayeredNet(nn.Flatten(), blocks, head, n_outputs)
 
@@ -66,7 +92,8 @@ def build_model(cfg, in_shape: Sequence[int], n_classes: int) -> LayeredNet:
     if cfg.arch == "mlp":
         if not cfg.hidden:
             raise ConfigError("model.hidden is empty: an MLP needs at least one hidden layer for AM")
-        return mlp(in_shape, n_outputs, cfg.hidden, cfg.activation, cfg.batchnorm, cfg.hidden_bias)
+        acts = list(cfg.activations) if cfg.activations else cfg.activation
+        return mlp(in_shape, n_outputs, cfg.hidden, acts, cfg.batchnorm, cfg.hidden_bias)
     if cfg.arch == "lenet5":
         return lenet5(in_shape, n_outputs, cfg.channels, cfg.kernel, cfg.fc, cfg.activation, cfg.batchnorm,
                       cfg.hidden_bias)
@@ -80,4 +107,4 @@ def _prod(xs: Sequence[int]) -> int:
     return out
 
 
-__all__ = ["Block", "LayeredNet", "build_model", "lenet5", "mlp"]
+__all__ = ["Block", "LayeredNet", "Sign", "build_model", "lenet5", "mlp"]

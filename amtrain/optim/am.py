@@ -22,7 +22,9 @@ from amtrain.errors import ConfigError
 from amtrain.models.layered import LayeredNet
 from amtrain.optim import memory
 from amtrain.optim.base import Trainer, make_step_lr
-from amtrain.optim.codes import hidden_data_grad, hidden_data_term, solve_code, top_data_grad, top_data_term
+from amtrain.models import Sign
+from amtrain.optim.codes import (accept_if_better, hidden_data_grad, hidden_data_term, solve_code, top_data_grad,
+                                 top_data_term)
 from amtrain.optim.mu import MuSchedule
 
 
@@ -77,6 +79,8 @@ class OnlineAM(Trainer):
             c_next = c[l + 1]
             c[l] = solve_code(c0[l], lambda c_l: hidden_data_term(net, l, c_l, c_next, mu, self.mode), **solve,
                               data_grad=hidden_data_grad(net, l, c_next, mu, self.mode) if fast else None)
+            if isinstance(net.blocks[l].sigma, Sign) and getattr(cc, "sign_step", "ste") == "accept":
+                c[l] = accept_if_better(net, l, c[l], c0[l], c_next, mu, self.mode)
         return c
 
     # ------------------------------------------------------------------ Algorithm 2.3

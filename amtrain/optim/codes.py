@@ -157,3 +157,25 @@ def hidden_data_grad(net: LayeredNet, l: int, c_next: torch.Tensor, mu: float, m
         return _sigma_grad(sigma, c, d @ lin.weight)
 
     return grad
+
+
+# ----------------------------------------------------------------------------- sign layers
+def hidden_objective_rows(net: LayeredNet, l: int, c: torch.Tensor, c_next: torch.Tensor, c0: torch.Tensor,
+                          mu: float, mode: Mode) -> torch.Tensor:
+    """eq. 5 sample by sample (the data term plus the proximal term, one value per row)."""
+    prediction = net.blocks[l + 1].f(net.blocks[l].sigma(c))
+    data = (c_next - prediction).pow(2).flatten(1).sum(1)
+    if mode == Mode.paper:
+        return mu * data + mu * (c - c0).pow(2).flatten(1).sum(1)
+    return data / c_next[0].numel()  # release: mean-reduced, proximal term without gradient
+
+
+@torch.no_grad()
+def accept_if_better(net: LayeredNet, l: int, c_new: torch.Tensor, c0: torch.Tensor, c_next: torch.Tensor,
+                     mu: float, mode: Mode) -> torch.Tensor:
+    """Gradient-free safeguard for codes under a sign: keep each sample's proposed code only if
+    it lowers that sample's eq. 5 (separable over samples, so the total cannot rise; exact
+    without BatchNorm, whose batch statistics couple the samples)."""
+    better = hidden_objective_rows(net, l, c_new, c_next, c0, mu, mode) < hidden_objective_rows(
+        net, l, c0, c_next, c0, mu, mode)
+    return torch.where(better.view(-1, *([1] * (c0.dim() - 1))), c_new, c0)
