@@ -98,6 +98,18 @@ class LeNetConfig:
     single_logit: bool = False
 
 
+@dataclass
+class RNNConfig:
+    name: str = "rnn"
+    arch: str = "rnn"  # Elman RNN over the input read as a sequence (sequential MNIST: 784 one-pixel steps)
+    hidden: int = 15  # d, hidden units
+    n_inputs: int = 1  # inputs per step (1: one pixel at a time)
+    activation: str = "tanh"  # the recurrence (fixed: tanh)
+    batchnorm: bool = False  # not used: no BatchNorm in the recurrence (the key exists for mode=...)
+    hidden_bias: bool = True
+    single_logit: bool = False
+
+
 # ----------------------------------------------------------------------------- optimisers
 @dataclass
 class LRScheduleConfig:
@@ -237,7 +249,7 @@ class Config:
 
 SCHEMAS = {
     "dataset": {"mnist": MNISTConfig, "cifar10": CIFAR10Config, "synthetic": SyntheticConfig, "higgs": HiggsConfig},
-    "model": {"mlp": MLPConfig, "lenet5": LeNetConfig},
+    "model": {"mlp": MLPConfig, "lenet5": LeNetConfig, "rnn": RNNConfig},
     "optim": {"sgd": SGDConfig, "adam": AdamConfig, "am_adam": AMAdamConfig, "am_mem": AMMemConfig,
               "am_adam_off": AMAdamOffConfig, "am_mem_off": AMMemOffConfig, "admm": ADMMConfig},
     "mu": {

@@ -94,6 +94,13 @@ def build_model(cfg, in_shape: Sequence[int], n_classes: int) -> LayeredNet:
             raise ConfigError("model.hidden is empty: an MLP needs at least one hidden layer for AM")
         acts = list(cfg.activations) if cfg.activations else cfg.activation
         return mlp(in_shape, n_outputs, cfg.hidden, acts, cfg.batchnorm, cfg.hidden_bias)
+    if cfg.arch == "rnn":
+        from amtrain.models.rnn import ElmanRNN
+
+        n_steps_inputs = _prod(in_shape)
+        if n_steps_inputs % cfg.n_inputs:
+            raise ConfigError(f"rnn: {n_steps_inputs} input values do not split into steps of {cfg.n_inputs}")
+        return ElmanRNN(cfg.n_inputs, cfg.hidden, n_outputs)
     if cfg.arch == "lenet5":
         return lenet5(in_shape, n_outputs, cfg.channels, cfg.kernel, cfg.fc, cfg.activation, cfg.batchnorm,
                       cfg.hidden_bias)

@@ -40,7 +40,25 @@ class Block(nn.Module):
         )
 
 
-class LayeredNet(nn.Module):
+class Classifier(nn.Module):
+    """Loss and prediction for ``n_outputs`` logits: cross-entropy (eq. 2), or logistic for one."""
+
+    n_outputs: int
+
+    def loss(self, output: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        if self.n_outputs == 1:
+            return nn.functional.binary_cross_entropy_with_logits(
+                output.squeeze(-1), y.to(output.dtype), reduction=reduction
+            )
+        return nn.functional.cross_entropy(output, y, reduction=reduction)
+
+    def predict(self, output: torch.Tensor) -> torch.Tensor:
+        if self.n_outputs == 1:
+            return (output.squeeze(-1) > 0).long()
+        return output.argmax(dim=-1)
+
+
+class LayeredNet(Classifier):
     """``inputs`` -> blocks 1..L (coded) -> ``head`` (f_{L+1}), with a matching loss."""
 
     def __init__(self, inputs: nn.Module, blocks: List[Block], head: nn.Module, n_outputs: int):
@@ -73,16 +91,3 @@ class LayeredNet(nn.Module):
     def activations(self, x: torch.Tensor, c: List[torch.Tensor]) -> List[torch.Tensor]:
         """a_0..a_L from given codes: a_0 = inputs(x), a_l = sigma_l(c_l)."""
         return [self.inputs(x)] + [block.sigma(c_l) for block, c_l in zip(self.blocks, c)]
-
-    def loss(self, output: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Multinomial loss (eq. 2) or, for a single logit, the logistic loss."""
-        if self.n_outputs == 1:
-            return nn.functional.binary_cross_entropy_with_logits(
-                output.squeeze(-1), y.to(output.dtype), reduction=reduction
-            )
-        return nn.functional.cross_entropy(output, y, reduction=reduction)
-
-    def predict(self, output: torch.Tensor) -> torch.Tensor:
-        if self.n_outputs == 1:
-            return (output.squeeze(-1) > 0).long()
-        return output.argmax(dim=-1)

@@ -16,6 +16,14 @@ from amtrain.optim.mu import build_mu
 
 def build_trainer(optim_cfg, mu_cfg, mode: Mode, net) -> Trainer:
     name = optim_cfg.name
+    from amtrain.models.rnn import ElmanRNN
+
+    if isinstance(net, ElmanRNN) and name not in ("sgd", "adam", "am_adam"):
+        raise ConfigError(f"optim={name} is not implemented for model=rnn: use am_adam, sgd or adam")
+    if isinstance(net, ElmanRNN) and name == "am_adam":
+        from amtrain.optim.am_rnn import AMAdamRNN
+
+        return AMAdamRNN(net, build_mu(mu_cfg), mode, optim_cfg)
     if name == "sgd":
         return sgd(net, optim_cfg)
     if name == "adam":
