@@ -6,8 +6,10 @@ with a non-zero exit, instead of Hydra's multi-line report.
 """
 from __future__ import annotations
 
+import logging
 import re
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import hydra
@@ -74,8 +76,12 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
     from amtrain.train import run
 
     hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    if hc.mode == RunMode.MULTIRUN and cfg.resume and (out_dir / "DONE").exists():
+        logging.getLogger("amtrain").info("skipping %s: already finished (DONE; resume=false reruns it)", out_dir)
+        return None
     try:
-        metrics = run(cfg, hc.runtime.output_dir)
+        metrics = run(cfg, out_dir)
     except AmtrainError as e:
         if hc.mode == RunMode.MULTIRUN:
             raise  # recorded in the job dir by run(); the sweep goes on

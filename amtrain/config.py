@@ -245,6 +245,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
     progress: bool = True  # progress bar (only ever drawn on a terminal)
+    name: str = "default"  # sweep name: --multirun jobs go to multirun/<name>/<overrides>
+    resume: bool = True  # in a --multirun sweep, skip jobs whose directory already has DONE
 
 
 SCHEMAS = {
