@@ -23,10 +23,10 @@ $(VENV)/.installed: pyproject.toml
 run: install ## one real run: AM-Adam on MNIST, 784-100-100-10, batch 200, 1 epoch
 	$(BIN)/amtrain dataset=mnist optim=am_adam
 
-test: install ## the fast test suite (CPU, no network, about a minute)
+test: install ## the test suite (CPU, no network, 2-3 minutes)
 	$(BIN)/python -m pytest -q
 
-test-slow: install ## the slow tests: accuracy on the real MNIST for every method and mode
+test-slow: install ## the slow tests: five-epoch accuracy on the real MNIST (needs the data)
 	$(BIN)/python -m pytest -q -m slow
 
 clean: ## remove run directories (runs/, multirun/); keeps .venv and data
