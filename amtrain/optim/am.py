@@ -19,10 +19,9 @@ import torch.nn.functional as F
 
 from amtrain.config import Mode
 from amtrain.errors import ConfigError
-from amtrain.models.layered import LayeredNet
+from amtrain.models import LayeredNet, Sign
 from amtrain.optim import memory
 from amtrain.optim.base import Trainer, make_step_lr
-from amtrain.models import Sign
 from amtrain.optim.codes import (accept_if_better, hidden_data_grad, hidden_data_term, solve_code, top_data_grad,
                                  top_data_term)
 from amtrain.optim.mu import MuSchedule
