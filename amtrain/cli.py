@@ -46,14 +46,11 @@ def explain(err: Exception) -> str:
     if m:
         key = m.group(3) or (f"{m.group(2)}.{m.group(1)}" if m.group(2) else m.group(1))
         return f"unknown config key '{key}': check the spelling with `amtrain --cfg job`"
-    full_key = getattr(err, "full_key", None)
-    msg = getattr(err, "msg", None) or text.splitlines()[0] if text else type(err).__name__
-    if full_key:
-        return f"bad value for '{full_key}': {msg.splitlines()[0]}"
-    cause = err.__cause__
-    if cause is not None and getattr(cause, "full_key", None):
-        return f"bad value for '{cause.full_key}': {str(getattr(cause, 'msg', cause)).splitlines()[0]}"
-    return text.splitlines()[0] if text else type(err).__name__
+    first_line = text.splitlines()[0] if text else type(err).__name__
+    for e in (err, err.__cause__):  # OmegaConf's validation errors carry the key and a message
+        if e is not None and getattr(e, "full_key", None):
+            return f"bad value for '{e.full_key}': {str(getattr(e, 'msg', None) or e).splitlines()[0]}"
+    return first_line
 
 
 def _is_single_run(argv: List[str]) -> bool:

@@ -82,15 +82,16 @@ def run(cfg: DictConfig, out_dir) -> Dict[str, float]:
         device = resolve_device(cfg.device)
         data = build_data(cfg.dataset).to(device)
         net = build_model(cfg.model, data.in_shape, data.n_classes).to(device)
-        trainer = build_trainer(cfg.optim, cfg.mu, Mode(cfg.mode), net)
+        mode = Mode(cfg.mode)
+        trainer = build_trainer(cfg.optim, cfg.mu, mode, net)
         if trainer.full_batch and not hasattr(data, "x_train") and not getattr(trainer, "streams", False):
             raise ConfigError(f"optim={cfg.optim.name} is full batch and needs the training set in memory; "
                               f"dataset={cfg.dataset.name} is streamed: use admm or an online method")
         log.info("run: dataset=%s (%d train) model=%s optim=%s mode=%s seed=%d device=%s -> %s",
-                 cfg.dataset.name, data.n_train, cfg.model.name, cfg.optim.name, Mode(cfg.mode).value,
+                 cfg.dataset.name, data.n_train, cfg.model.name, cfg.optim.name, mode.value,
                  cfg.seed, device, out_dir)
         ids = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
-               "mode": Mode(cfg.mode).value, "seed": cfg.seed}
+               "mode": mode.value, "seed": cfg.seed}
         writer = MetricsWriter(out_dir, ids)
         final = _train(cfg, data, net, trainer, writer, device)
         writer.close()

@@ -1,5 +1,4 @@
 """Elman RNN: split forward through time, recurrent code updates, AM-Adam's weight step, CLI."""
-import pandas as pd
 import pytest
 import torch
 

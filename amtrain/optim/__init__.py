@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from amtrain.config import Mode
 from amtrain.errors import ConfigError
+from amtrain.models.rnn import ElmanRNN
 from amtrain.optim.admm import ADMM
 from amtrain.optim.am import AMAdam, AMMem, OnlineAM
+from amtrain.optim.am_rnn import AMAdamRNN
 from amtrain.optim.backprop import Backprop, adam, sgd
 from amtrain.optim.offline import OfflineAM
 from amtrain.optim.base import Trainer
@@ -16,13 +18,9 @@ from amtrain.optim.mu import build_mu
 
 def build_trainer(optim_cfg, mu_cfg, mode: Mode, net) -> Trainer:
     name = optim_cfg.name
-    from amtrain.models.rnn import ElmanRNN
-
     if isinstance(net, ElmanRNN) and name not in ("sgd", "adam", "am_adam"):
         raise ConfigError(f"optim={name} is not implemented for model=rnn: use am_adam, sgd or adam")
     if isinstance(net, ElmanRNN) and name == "am_adam":
-        from amtrain.optim.am_rnn import AMAdamRNN
-
         return AMAdamRNN(net, build_mu(mu_cfg), mode, optim_cfg)
     if name == "sgd":
         return sgd(net, optim_cfg)
