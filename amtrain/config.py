@@ -105,6 +105,7 @@ class RNNConfig:
     hidden: int = 15  # d, hidden units
     n_inputs: int = 1  # inputs per step (1: one pixel at a time)
     activation: str = "tanh"  # the recurrence (fixed: tanh)
+    recurrent_init: str = "default"  # W_h at start: default (torch's uniform) | orthogonal | identity
     batchnorm: bool = False  # not used: no BatchNorm in the recurrence (the key exists for mode=...)
     hidden_bias: bool = True
     single_logit: bool = False
@@ -124,6 +125,7 @@ class SGDConfig:
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
+    grad_clip: float = 0.0  # rescale the gradient to this global norm when above it (0: off); RNNs
     schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
 
 
@@ -133,6 +135,7 @@ class AdamConfig:
     lr: float = 0.003
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
+    grad_clip: float = 0.0  # rescale the gradient to this global norm when above it (0: off); RNNs
     schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
 
 

@@ -83,3 +83,25 @@ def test_rnn_learns_a_sequence_problem(make_cfg, tmp_path, optim):
     """The synthetic problem read as a 20-step sequence of single values."""
     cfg = make_cfg("model=rnn", "model.hidden=16", f"optim={optim}", "epochs=8", "dataset.n_features=20")
     assert run(cfg, tmp_path)["test/acc"] > 0.45  # chance: 0.25
+
+
+@pytest.mark.parametrize("init", ["orthogonal", "identity"])
+def test_recurrent_init(init):
+    net = build_model(compose(["model=rnn", f"model.recurrent_init={init}"]).model, (1, 28, 28), 10)
+    W = net.W_h.detach()
+    assert torch.allclose(W @ W.T, torch.eye(W.shape[0]), atol=1e-5)
+    if init == "identity":
+        assert torch.equal(W, torch.eye(W.shape[0]))
+    with pytest.raises(ConfigError, match="recurrent_init"):
+        build_model(compose(["model=rnn", "model.recurrent_init=zeros"]).model, (1, 28, 28), 10)
+
+
+def test_gradient_clipping_bounds_the_sgd_step():
+    torch.manual_seed(0)
+    cfg = compose(["model=rnn", "optim=sgd", "optim.lr=1.0", "optim.grad_clip=0.01"])
+    net = build_model(cfg.model, (20,), 3)
+    trainer = build_trainer(cfg.optim, cfg.mu, Mode.release, net)
+    before = torch.cat([p.detach().flatten().clone() for p in net.parameters()])
+    trainer.step(torch.randn(64, 20) * 10, torch.randint(0, 3, (64,)))
+    after = torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert 0 < (after - before).norm() <= 0.01 * 1.0 + 1e-6  # lr * clip

@@ -12,14 +12,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from amtrain.errors import ConfigError
 from amtrain.models.layered import Classifier
 
 
 class ElmanRNN(Classifier):
-    def __init__(self, n_inputs: int, hidden: int, n_outputs: int):
+    def __init__(self, n_inputs: int, hidden: int, n_outputs: int, recurrent_init: str = "default"):
         super().__init__()
         self.rnn = nn.RNN(n_inputs, hidden, nonlinearity="tanh", batch_first=True)
         self.head = nn.Linear(hidden, n_outputs)
+        with torch.no_grad():
+            if recurrent_init == "orthogonal":
+                nn.init.orthogonal_(self.rnn.weight_hh_l0)
+            elif recurrent_init == "identity":  # Le et al. 2015
+                self.rnn.weight_hh_l0.copy_(torch.eye(hidden))
+            elif recurrent_init != "default":
+                raise ConfigError(f"model.recurrent_init={recurrent_init!r} is unknown: use default, "
+                                  "orthogonal or identity")
         self.n_inputs, self.hidden, self.n_outputs = n_inputs, hidden, n_outputs
 
     def sequence(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,9 @@ from amtrain.optim.base import Trainer, make_step_lr
 
 
 class Backprop(Trainer):
-    def __init__(self, net, opt: torch.optim.Optimizer, schedule):
+    def __init__(self, net, opt: torch.optim.Optimizer, schedule, grad_clip: float = 0.0):
         super().__init__(net)
-        self.opt = opt
+        self.opt, self.grad_clip = opt, grad_clip
         self.schedulers = make_step_lr(opt, schedule)
 
     def step(self, x, y):
@@ -17,6 +17,8 @@ class Backprop(Trainer):
         output = self.net(x)
         loss = self.net.loss(output, y)
         loss.backward()
+        if self.grad_clip > 0:  # no host sync: the rescaling factor stays on the device
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
         self.opt.step()
         return loss.detach(), output.detach()
 
@@ -24,9 +26,9 @@ class Backprop(Trainer):
 def sgd(net, cfg) -> Backprop:
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    return Backprop(net, opt, cfg.schedule)
+    return Backprop(net, opt, cfg.schedule, cfg.grad_clip)
 
 
 def adam(net, cfg) -> Backprop:
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    return Backprop(net, opt, cfg.schedule)
+    return Backprop(net, opt, cfg.schedule, cfg.grad_clip)
