@@ -8,7 +8,8 @@ import torch
 
 from amtrain.data import build_data, cifar10, mnist, synthetic
 from amtrain.errors import ConfigError, DataError
-from conftest import SHARED_DATA, write_idx
+from amtrain.data.fake import write_idx
+from conftest import SHARED_DATA
 
 
 def test_mnist_reads_idx_files(mnist_root):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from amtrain.cli import compose
+from amtrain.data.fake import higgs_rows
 from amtrain.data.higgs import HiggsStream
 from amtrain.data.higgs_convert import check_file, convert
 from amtrain.data.higgs_convert import main as convert_main
@@ -15,14 +16,6 @@ from amtrain.train import run
 from conftest import SHARED_DATA
 
 SUBSET = SHARED_DATA / "HIGGS-subset"
-
-
-def higgs_rows(n, seed=0):
-    """Rows in the UCI layout: a 0/1 label (learnable from the features), then 28 features."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 28)).astype(np.float32)
-    y = (x[:, :4].sum(1) + 0.5 * x[:, 4] * x[:, 5] > 0).astype(np.float32)
-    return np.column_stack([y, x]).astype(np.float32)
 
 
 def write_text(path, rows, sep=",", gz=True):
