@@ -8,7 +8,7 @@ AMTRAIN_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/da
 export AMTRAIN_DATA
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-slow clean
+.PHONY: help install run test test-slow smoke figures reproduce-paper reproduce-paper-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,27 @@ test: install ## the test suite (CPU, no network, 2-3 minutes)
 
 test-slow: install ## the slow tests: five-epoch accuracy on the real MNIST (needs the data)
 	$(BIN)/python -m pytest -q -m slow
+
+# Hydra launcher for the sweeps: basic (serial), joblib (local processes), submitit_slurm
+# (a cluster; put its settings in conf/local/slurm.yaml and add ARGS=+local=slurm).
+LAUNCHER ?= basic
+ARGS ?=
+REPRODUCE = $(BIN)/python scripts/reproduce.py --launcher $(LAUNCHER)
+
+smoke: install ## every figure's sweep, tiny budget, on tiny generated files (about a minute) -> results/smoke
+	$(REPRODUCE) --protocol smoke --runs multirun/smoke -- $(ARGS)
+	$(BIN)/python scripts/report.py --results results/smoke --out results/smoke/REPORT.md
+
+figures: install ## redraw every figure from the committed CSVs in results/ (seconds)
+	$(BIN)/python scripts/figures/draw_all.py
+
+reproduce-paper: install ## the paper's full protocol, every figure (a GPU machine or a cluster) -> results/full
+	$(REPRODUCE) --protocol full -- $(ARGS)
+	$(BIN)/python scripts/report.py --results results/full --out results/full/REPORT.md
+
+reproduce-paper-quick: install ## reduced protocol, under 2 hours on a 2-core CPU -> results/quick, results/REPORT.md
+	$(REPRODUCE) --protocol quick -- $(ARGS)
+	$(BIN)/python scripts/report.py --results results/quick --out results/REPORT.md
 
 clean: ## remove run directories (runs/, multirun/); keeps .venv and data
 	rm -rf runs multirun outputs

@@ -9,7 +9,7 @@ optim, mode, variant, split, metric, step, epoch, samples_seen) with ``mean, std
 n_seeds, seeds`` over the seeds that reached that step. ``variant`` is a short hash of
 the run's resolved config without its seed, so runs that differ in any other setting
 are never averaged together; ``settings`` spells out how a variant differs from the
-others of the same method.
+others of the same method, ``overrides`` the command-line overrides its runs had.
 """
 from __future__ import annotations
 
@@ -42,17 +42,31 @@ def variant(run_dir: Path) -> dict:
             "config": cfg}
 
 
+def overrides(run_dir: Path) -> str:
+    """The job's command-line overrides without seed and sweep name: how it was run."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return ""
+    keep = [o for o in yaml.safe_load(path.read_text()) or []
+            if o.split("=")[0].lstrip("+~") not in ("seed", "name", "progress", "device", "resume")]
+    return " ".join(sorted(keep))
+
+
 def load(dirs) -> pd.DataFrame:
     frames, unfinished, configs = [], [], {}
     for d in dirs:
-        for partial in Path(d).rglob("metrics.partial.csv"):
-            unfinished.append(partial.parent)
+        for cfg_file in Path(d).rglob("config.yaml"):
+            run = cfg_file.parent
+            if run.name != ".hydra" and not (run / "metrics.csv").exists():
+                failed = run / "FAILED"
+                unfinished.append(f"{run}: " + (failed.read_text().splitlines()[0] if failed.exists()
+                                                else "unfinished (killed or still running)"))
         for f in Path(d).rglob("metrics.csv"):
             v = variant(f.parent)
             configs[v["variant"]] = v["config"]
-            frames.append(pd.read_csv(f).assign(variant=v["variant"]))
+            frames.append(pd.read_csv(f).assign(variant=v["variant"], overrides=overrides(f.parent)))
     for u in unfinished:
-        print(f"unfinished or failed run (no metrics.csv): {u}", file=sys.stderr)
+        print(f"missing cell: {u}", file=sys.stderr)
     if not frames:
         raise SystemExit("no finished runs (metrics.csv) under " + ", ".join(map(str, dirs)))
     df = pd.concat(frames, ignore_index=True)
@@ -68,19 +82,22 @@ def load(dirs) -> pd.DataFrame:
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    g = df.groupby(KEYS + ["settings"], dropna=False)
+    g = df.groupby(KEYS + ["settings", "overrides"], dropna=False)
     out = g.value.agg(["mean", "std"])
     out["n_seeds"] = g.seed.nunique()
     out["seeds"] = g.seed.apply(lambda s: " ".join(map(str, sorted(set(s)))))
     return out.reset_index()
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+")
     p.add_argument("-o", "--out", required=True)
-    args = p.parse_args()
+    p.add_argument("--figure", default=None, help="a figure name to put in a first column")
+    args = p.parse_args(argv)
     agg = aggregate(load(args.dirs))
+    if args.figure:
+        agg.insert(0, "figure", args.figure)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     agg.to_csv(args.out, index=False, float_format="%.6g")
     print(f"wrote {args.out}: {len(agg)} rows from {agg.n_seeds.max()} seeds at most")

@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""REPORT.md: the paper's numbers beside ours, per figure, from the aggregated CSVs.
+
+    python scripts/report.py --results results/quick --out results/REPORT.md
+
+For each figure of conf/reproduce.yaml: the checks of scripts/paper_claims.yaml (the
+paper's statement, its number, ours as mean +- std over n seeds, a verdict), the final
+test accuracy of every (model, method), the figure files, and the notes of
+``<results>/notes.yaml`` (why a number differs; written by a person after reading the
+numbers). Verdicts are mechanical: "reproduced" or "differs", by the rule in each check.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = {"am_adam": "AM-Adam", "am_mem": "AM-mem", "sgd": "SGD", "adam": "Adam", "am_adam_off": "AM-Adam-off",
+          "am_mem_off": "AM-mem-off", "admm": "ADMM"}
+
+
+def _test_acc(results: Path, sweep: str) -> Optional[pd.DataFrame]:
+    path = results / f"{sweep}.csv"
+    if not path.exists():
+        return None
+    df = pd.read_csv(path)
+    return df[(df.split == "test") & (df.metric == "acc")]
+
+
+def _at(df: pd.DataFrame, at) -> pd.DataFrame:
+    """One row per variant: the evaluation at `at` (last, {epoch: N}, {step: N})."""
+    if at == "last":
+        return df[df.step == df.groupby("variant").step.transform("max")]
+    if "epoch" in at:
+        d = df[df.epoch == at["epoch"]]
+        return d[d.step == d.groupby("variant").step.transform("max")]
+    return df[df.step == at["step"]]
+
+
+def _fmt(row) -> str:
+    sd = "" if pd.isna(row["std"]) else f" ± {row['std']:.3f}"
+    return f"{row['mean']:.3f}{sd} (n={int(row.n_seeds)})"
+
+
+def _where(at) -> str:
+    return "end of run" if at == "last" else ", ".join(f"{k} {v}" for k, v in at.items())
+
+
+def check(results: Path, c: dict) -> dict:
+    df = _test_acc(results, c["sweep"])
+    out = {"claim": c.get("paper_text") or c.get("paper"), "paper": "", "ours": "no data", "verdict": "not run"}
+    if df is None:
+        return out
+    df = df[df.model == c["model"]]
+    if c["kind"] == "value":
+        out["claim"] = c.get("paper_text") or f"{LABELS[c['optim']]}, {_where(c['at'])}"
+        out["paper"] = f"{c['paper']:.2f}"
+        d = _at(df[df.optim == c["optim"]], c["at"])
+        if len(d):
+            r = d.iloc[0]
+            out["ours"] = _fmt(r) + (f", epoch {int(r.epoch)}" if c["at"] == "last" else "")
+            ok = abs(r["mean"] - c["paper"]) <= c["tol"]
+            out["verdict"] = "reproduced" if ok else f"differs ({r['mean'] - c['paper']:+.3f}; tolerance {c['tol']})"
+    elif c["kind"] == "order":
+        out["paper"] = f"{LABELS[c['higher']]} > " + ", ".join(LABELS[m] for m in c["than"])
+        d = _at(df, c["at"]).set_index("optim")
+        methods = [c["higher"]] + c["than"]
+        if all(m in d.index for m in methods):
+            out["ours"] = f"{_where(c['at'])}: " + "; ".join(f"{LABELS[m]} {d.loc[m, 'mean']:.3f}" for m in methods)
+            lost = [m for m in c["than"] if d.loc[c["higher"], "mean"] <= d.loc[m, "mean"]]
+            out["verdict"] = "reproduced" if not lost else "differs (not above " + ", ".join(LABELS[m] for m in lost) + ")"
+    elif c["kind"] == "reach":
+        out["paper"] = f"< {c['paper_steps']:,} iterations"
+        d = df[(df.optim == c["optim"]) & (df["mean"] >= c["threshold"])]
+        last = df[df.optim == c["optim"]].step.max()
+        if len(d):
+            first = int(d.step.min())
+            out["ours"] = f"{first:,} iterations (mean of {int(d.n_seeds.min())} seeds, evaluated every few)"
+            out["verdict"] = "reproduced" if first < c["paper_steps"] else "differs (slower)"
+        elif last == last:
+            out["ours"] = f"not within {int(last):,} iterations"
+            out["verdict"] = "differs" if last >= c["paper_steps"] else "not reached in our budget"
+    return out
+
+
+def final_table(results: Path, sweeps) -> list:
+    lines = []
+    for sweep in sweeps:
+        df = _test_acc(results, sweep)
+        if df is None:
+            continue
+        d = _at(df, "last")
+        lines += ["", f"Test accuracy at the end of the run, `{sweep}.csv`:", "",
+                  "| model | method | epochs | test accuracy |", "|---|---|---|---|"]
+        for _, r in d.sort_values(["model", "mean"], ascending=[True, False]).iterrows():
+            extra = f" ({r.settings})" if isinstance(r.settings, str) and r.settings else ""
+            lines.append(f"| {r.model} | {LABELS.get(r.optim, r.optim)}{extra} | {int(r.epoch)} | {_fmt(r)} |")
+    return lines
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="results/quick")
+    p.add_argument("--out", default=None, help="default: <results>/REPORT.md")
+    a = p.parse_args(argv)
+    results = Path(a.results)
+    out = Path(a.out or results / "REPORT.md")
+    plan = yaml.safe_load((REPO / "conf" / "reproduce.yaml").read_text())["figures"]
+    claims = yaml.safe_load((REPO / "scripts" / "paper_claims.yaml").read_text())
+    notes_file = results / "notes.yaml"
+    notes = yaml.safe_load(notes_file.read_text()) if notes_file.exists() else {}
+    rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
+
+    lines = [f"# Our numbers beside the paper's ({results.name} protocol)", "",
+             "Generated by `scripts/report.py` from the aggregated CSVs in "
+             f"`{rel(results)}/`; every number is test accuracy (mean ± std over n seeds). "
+             "Protocols: conf/reproduce.yaml; checks: scripts/paper_claims.yaml.", ""]
+    if "intro" in notes:
+        lines += [notes["intro"].strip(), ""]
+    runs = results / "runs.csv"
+    if runs.exists():
+        rows = list(csv.DictReader(runs.open()))
+        total = sum(float(r["seconds"] or 0) for r in rows)
+        lines += [f"Sweep time summed over `{rel(runs)}`: {total / 60:.1f} min.", ""]
+    verdicts = {"reproduced": 0, "differs": 0, "other": 0}
+    for fig, spec in plan.items():
+        lines += [f"## {fig}: {spec['title']}", ""]
+        png = results / "figures" / f"{fig}.png"
+        if png.exists():
+            lines += [f"![{fig}]({rel(png)})", ""]
+        lines += ["| paper | paper's value | ours | verdict |", "|---|---|---|---|"]
+        for c in claims.get(fig, []):
+            r = check(results, c)
+            key = r["verdict"].split(" ")[0]
+            verdicts[key if key in verdicts else "other"] += 1
+            lines.append(f"| {r['claim']} | {r['paper']} | {r['ours']} | {r['verdict']} |")
+        lines += final_table(results, spec["sweeps"])
+        if fig in notes:
+            lines += ["", notes[fig].strip()]
+        lines.append("")
+    lines.insert(4, f"Checks: {verdicts['reproduced']} reproduced, {verdicts['differs']} differ, "
+                    f"{verdicts['other']} not run (no data or outside the budget).\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

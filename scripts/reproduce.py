@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""Run the paper's figures: sweeps, aggregation, plots, report.
+
+    python scripts/reproduce.py --protocol quick            # make reproduce-paper-quick
+    python scripts/reproduce.py --protocol full --launcher submitit_slurm -- +local=slurm
+    python scripts/reproduce.py --protocol smoke            # make smoke: tiny generated data
+    python scripts/reproduce.py --protocol quick --figures fig1_mnist_first_epoch,fig8_binary
+
+For every figure of ``conf/reproduce.yaml`` whose data is present, each sweep runs as
+``amtrain -m experiment=<sweep> name=<protocol>_<sweep> <protocol overrides>`` (resumable:
+a rerun skips the jobs that finished), then ``scripts/aggregate.py`` writes
+``<results>/<sweep>.csv`` and the figure's plot script writes ``<results>/figures/``.
+A figure without its data is skipped and said so. ``<results>/runs.csv`` records what
+was run and how long it took; ``scripts/report.py`` turns the CSVs into REPORT.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+PROTOCOLS = ("full", "quick", "smoke")
+DATA_FILES = {  # what a figure's dataset needs under the data root
+    "mnist": "MNIST/raw",
+    "cifar10": "cifar-10-batches-py",
+    "higgs": "HIGGS/HIGGS.h5",
+}
+
+
+def load_plan(path: Path = REPO / "conf" / "reproduce.yaml") -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _module(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(path.parent))
+    return mod
+
+
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+def amtrain_cmd() -> list:
+    script = Path(sys.executable).parent / "amtrain"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "amtrain"]
+
+
+def sweep_commands(plan: dict, figure: str, protocol: str, launcher: str, extra: list) -> list:
+    """[(sweep name, argv)] for one figure under one protocol."""
+    out = []
+    for sweep, protos in plan["figures"][figure]["sweeps"].items():
+        for line in protos[protocol]:
+            argv = amtrain_cmd() + ["-m", f"experiment={sweep}", f"name={protocol}_{sweep}"]
+            if protocol == "smoke":
+                argv += shlex.split(plan["smoke_overrides"])
+            argv += shlex.split(line or "")
+            if launcher != "basic":
+                argv.append(f"hydra/launcher={launcher}")
+            out.append((sweep, argv + list(extra)))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", choices=PROTOCOLS, required=True)
+    p.add_argument("--figures", default="all", help="comma-separated figure names (default: all)")
+    p.add_argument("--data", default=None, help="data root (default: $AMTRAIN_DATA; smoke: generated)")
+    p.add_argument("--results", default=None, help="output folder (default: results/<protocol>)")
+    p.add_argument("--runs", default="multirun", help="where the sweeps' job folders go")
+    p.add_argument("--launcher", default="basic", help="Hydra launcher: basic | joblib | submitit_slurm | ...")
+    p.add_argument("--skip-runs", action="store_true", help="only aggregate, plot and report")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("extra", nargs="*", help="more overrides for every sweep (after --)")
+    args = p.parse_args(argv)
+
+    plan = load_plan()
+    figures = list(plan["figures"]) if args.figures == "all" else args.figures.split(",")
+    unknown = [f for f in figures if f not in plan["figures"]]
+    if unknown:
+        p.error(f"unknown figure(s) {unknown}; choose from {', '.join(plan['figures'])}")
+    results = Path(args.results or REPO / "results" / args.protocol)
+    runs = Path(args.runs).resolve()
+    env = dict(os.environ)
+    if args.protocol == "smoke" and not args.data:
+        from amtrain.data.fake import write_all
+
+        args.data = tempfile.mkdtemp(prefix="amtrain-smoke-data-")
+        write_all(args.data)
+        print(f"smoke: tiny generated MNIST, CIFAR-10 and HIGGS files in {args.data}")
+    data_root = Path(args.data or env.get("AMTRAIN_DATA", "data")).resolve()
+    env["AMTRAIN_DATA"] = str(data_root)
+
+    aggregate = _module(SCRIPTS / "aggregate.py")
+    results.mkdir(parents=True, exist_ok=True)
+    log_rows, failed = [], []
+    for fig in figures:
+        spec = plan["figures"][fig]
+        need = data_root / DATA_FILES[spec["data"]]
+        if not need.exists():
+            print(f"skip {fig}: no {spec['data']} data at {need} (set AMTRAIN_DATA or --data)")
+            log_rows.append({"finished": _now(), "figure": fig, "sweep": "",
+                             "status": f"skipped: no {spec['data']} data",
+                             "seconds": 0, "command": ""})
+            continue
+        csvs = []
+        for sweep, cmd in sweep_commands(plan, fig, args.protocol, args.launcher, args.extra):
+            cmd = cmd + [f"hydra.sweep.dir={runs}/{args.protocol}_{sweep}"]
+            shown = " ".join(shlex.quote(c) for c in cmd[len(amtrain_cmd()):])
+            print(f"[{fig}] amtrain {shown}", flush=True)
+            status, seconds = "dry run", 0.0
+            if not args.dry_run and not args.skip_runs:
+                t0 = time.perf_counter()
+                rc = subprocess.call(cmd, env=env, cwd=REPO)
+                seconds = time.perf_counter() - t0
+                status = "ok" if rc == 0 else f"exit {rc} (failed jobs: see FAILED files)"
+                if rc:
+                    failed.append(f"{fig}/{sweep}")
+            log_rows.append({"finished": _now(), "figure": fig, "sweep": sweep, "status": status,
+                             "seconds": round(seconds, 1),
+                             "command": "amtrain " + shown})
+            if sweep not in csvs:
+                csvs.append(sweep)
+        if args.dry_run:
+            continue
+        for sweep in csvs:
+            out = results / f"{sweep}.csv"
+            try:
+                aggregate.main([str(runs / f"{args.protocol}_{sweep}"), "-o", str(out), "--figure", fig])
+            except SystemExit as e:  # no finished runs
+                print(f"[{fig}] {e}")
+        try:  # a plotting problem must not cost the runs: fix it, then rerun with --skip-runs
+            plot = _module(SCRIPTS / "figures" / f"{fig}.py")
+            for path in plot.main(["--results", str(results), "--protocol", args.protocol]):
+                print(f"[{fig}] wrote {path}")
+        except Exception as e:
+            print(f"[{fig}] plotting failed: {type(e).__name__}: {e}")
+            failed.append(f"{fig}/plot")
+    if not args.dry_run:
+        log = results / "runs.csv"  # appended: a rerun that only resumes keeps the first run's times
+        new = not log.exists()
+        with open(log, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["finished", "figure", "sweep", "status", "seconds", "command"])
+            if new:
+                w.writeheader()
+            w.writerows(log_rows)
+        total = sum(r["seconds"] for r in log_rows)
+        print(f"sweeps took {total / 60:.1f} min this time; {log} lists every invocation")
+    if failed:
+        print(f"some jobs failed in: {', '.join(failed)} (rerun the same command to retry only those)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
