@@ -5,7 +5,7 @@ import torch
 from amtrain.config import Mode
 from amtrain.models import mlp
 from amtrain.optim.am import AMMem
-from amtrain.optim.memory import CoActivationMemory, bcd, bcd_loop, exact
+from amtrain.optim.memory import BLOCK, CoActivationMemory, bcd, bcd_loop, exact, times_strictly_lower
 from amtrain.optim.mu import MuSchedule
 
 
@@ -34,6 +34,26 @@ def test_memory_update_equals_batch_sums(bias):
     B = sum(torch.outer(ci, ai) for ci, ai in zip(c, a))  # sum_i c_i a_i^T
     torch.testing.assert_close(mem.A, A)
     torch.testing.assert_close(mem.B, B)
+
+
+def test_wide_layers_accumulate_only_the_lower_block_triangle():
+    """n above the block width: A_low holds the blocks on and below the diagonal, A is still a^T a,
+    and BCD on A_low gives the same iterate as on the full A."""
+    n_in = 2 * BLOCK + 37
+    g = torch.Generator().manual_seed(0)
+    a1, a2 = (torch.randn(50, n_in, generator=g, dtype=torch.float64) for _ in range(2))
+    c1, c2 = (torch.randn(50, 7, generator=g, dtype=torch.float64) for _ in range(2))
+    mem = CoActivationMemory(n_in, 7, bias=True, forget=0.9, dtype=torch.float64)
+    mem.update(a1, c1)
+    mem.update(a2, c2)
+    aug = lambda a: torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)  # noqa: E731
+    A = 0.9 * aug(a1).T @ aug(a1) + aug(a2).T @ aug(a2)
+    torch.testing.assert_close(mem.A, A)
+    assert mem.A_low[:BLOCK, BLOCK:].abs().max() == 0  # nothing computed above the diagonal blocks
+    torch.testing.assert_close(torch.tril(mem.A_low), torch.tril(A))
+    W = torch.randn(7, n_in + 1, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(times_strictly_lower(W, mem.A_low), W @ torch.tril(A, -1))
+    torch.testing.assert_close(bcd(W.clone(), mem.A_low, mem.B, ridge=3.0), bcd_loop(W.clone(), A, mem.B, ridge=3.0))
 
 
 def test_forgetting_turns_sums_into_moving_averages():

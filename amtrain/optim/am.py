@@ -176,7 +176,7 @@ class AMMem(OnlineAM):
         if self.cfg.solver == "exact":
             W = memory.exact(mem.A, mem.B, self.cfg.ridge)
         else:
-            W = memory.bcd(W, mem.A, mem.B, self.cfg.bcd_sweeps, self.cfg.ridge)
+            W = memory.bcd(W, mem.A_low, mem.B, self.cfg.bcd_sweeps, self.cfg.ridge)
         if lin.bias is not None:
             lin.weight.copy_(W[:, :-1])
             lin.bias.copy_(W[:, -1])

@@ -9,16 +9,33 @@ from __future__ import annotations
 import torch
 
 
+BLOCK = 256  # column-block width of the symmetric products below
+
+
+def _blocks(n: int, size: int = BLOCK):
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
 class CoActivationMemory:
-    """A_l and B_l of one layer, updated as in Alg. 2.3 (updateMemory)."""
+    """A_l and B_l of one layer, updated as in Alg. 2.3 (updateMemory).
+
+    A is symmetric and BCD reads only its lower triangle, so only the lower block
+    triangle is accumulated (``A_low``: the blocks on and below the diagonal, zeros above;
+    about 2/3 of the products of a full ``a^T a`` for n = 785). ``A`` is the full matrix.
+    """
 
     def __init__(self, n_in: int, n_out: int, bias: bool, forget: float = 1.0,
                  device=None, dtype=torch.float32):
         n = n_in + int(bias)
         self.bias = bias
         self.forget = float(forget)
-        self.A = torch.zeros(n, n, device=device, dtype=dtype)
+        self.A_low = torch.zeros(n, n, device=device, dtype=dtype)
         self.B = torch.zeros(n_out, n, device=device, dtype=dtype)
+
+    @property
+    def A(self) -> torch.Tensor:
+        """The full symmetric A = sum_i a_i a_i^T (a new tensor)."""
+        return symmetric_from_lower(self.A_low)
 
     def _augment(self, a: torch.Tensor) -> torch.Tensor:
         return torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1) if self.bias else a
@@ -26,8 +43,24 @@ class CoActivationMemory:
     def update(self, a: torch.Tensor, c: torch.Tensor) -> None:
         """A <- forget*A + sum_i a_i a_i^T,  B <- forget*B + sum_i c_i a_i^T (batch rows are samples)."""
         a = self._augment(a)
-        self.A.mul_(self.forget).addmm_(a.T, a)
+        self.A_low.mul_(self.forget)
+        for s, e in _blocks(a.shape[1]):  # column block s:e, rows s: (the lower block triangle)
+            self.A_low[s:, s:e].addmm_(a[:, s:].T, a[:, s:e])
         self.B.mul_(self.forget).addmm_(c.T, a)
+
+
+def symmetric_from_lower(A_low: torch.Tensor) -> torch.Tensor:
+    return torch.tril(A_low) + torch.tril(A_low, -1).T
+
+
+def times_strictly_lower(W: torch.Tensor, A_low: torch.Tensor) -> torch.Tensor:
+    """W @ tril(A, -1), reading only the lower block triangle of A (about 2/3 of a full product)."""
+    out = torch.empty_like(W)
+    for s, e in _blocks(A_low.shape[0]):
+        torch.mm(W[:, s:e], torch.tril(A_low[s:e, s:e], -1), out=out[:, s:e])  # the diagonal block
+        if e < A_low.shape[0]:
+            out[:, s:e].addmm_(W[:, e:], A_low[e:, s:e])  # the blocks below it
+    return out
 
 
 def bcd(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, sweeps: int = 1, ridge: float = 0.0,
@@ -45,13 +78,13 @@ def bcd(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, sweeps: int = 1, ridg
     """
     d = torch.diagonal(A) + ridge
     dead = d <= eps
-    # A is symmetric, so (D + U)^T = D + L: one lower-triangular copy serves the product and
-    # the solve, done as (D + L) W_new^T = (B - W_old L)^T, the solver's fast orientation.
-    DL = torch.tril(A)
+    # A is symmetric, so (D + U)^T = D + L: the solve is (D + L) W_new^T = (B - W_old L)^T,
+    # the solver's fast orientation. Only A's lower triangle is read (the memory may hold
+    # just that: CoActivationMemory.A_low); the solver ignores the upper triangle.
+    DL = A.clone()
     DL.diagonal().copy_(torch.where(dead, torch.ones_like(d), d))
-    diag = DL.diagonal()
     for _ in range(sweeps):
-        rhs = torch.addcmul(B - W @ DL, W, diag)  # B - W L  (W @ DL less its diagonal part)
+        rhs = B - times_strictly_lower(W, A)  # B - W L
         rhs = torch.where(dead, W, rhs)  # a dead column has A[:, j] = 0, b_j = 0: keep w_j (no host sync)
         W = torch.linalg.solve_triangular(DL, rhs.T, upper=False).T
     return W
