@@ -47,8 +47,8 @@ def overrides(run_dir: Path) -> str:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.exists():
         return ""
-    keep = [o for o in yaml.safe_load(path.read_text()) or []
-            if o.split("=")[0].lstrip("+~") not in ("seed", "name", "progress", "device", "resume")]
+    skip = ("seed", "name", "progress", "device", "resume", "dataset.path", "dataset.root")
+    keep = [o for o in yaml.safe_load(path.read_text()) or [] if o.split("=")[0].lstrip("+~") not in skip]
     return " ".join(sorted(keep))
 
 

@@ -78,6 +78,24 @@ def sweep_commands(plan: dict, figure: str, protocol: str, launcher: str, extra:
     return out
 
 
+def resolve_higgs(given, data_root: Path):
+    """The HIGGS file to use: given, the full one under the data root, or the real subset converted once."""
+    if given:
+        return Path(given).resolve()
+    if (data_root / DATA_FILES["higgs"]).exists():
+        return None  # the default path of conf/dataset/higgs.yaml
+    subset = data_root / "HIGGS-subset"
+    if not (subset / "binary.train").exists():
+        return None
+    out = REPO / "data" / "HIGGS-subset.h5"
+    if not out.exists():
+        from amtrain.data.higgs_convert import convert
+
+        print(f"converting the real HIGGS subset {subset} -> {out} (last 500 rows: test)")
+        convert([subset / "binary.train", subset / "binary.test"], out, test_rows=500)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", choices=PROTOCOLS, required=True)
@@ -86,6 +104,9 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=None, help="output folder (default: results/<protocol>)")
     p.add_argument("--runs", default="multirun", help="where the sweeps' job folders go")
     p.add_argument("--launcher", default="basic", help="Hydra launcher: basic | joblib | submitit_slurm | ...")
+    p.add_argument("--higgs", default=None,
+                   help="the HIGGS HDF5 file for the HIGGS figure (default: <data>/HIGGS/HIGGS.h5; with only "
+                        "the real subset <data>/HIGGS-subset, it is converted to data/HIGGS-subset.h5)")
     p.add_argument("--skip-runs", action="store_true", help="only aggregate, plot and report")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("extra", nargs="*", help="more overrides for every sweep (after --)")
@@ -108,12 +129,13 @@ def main(argv=None) -> int:
     data_root = Path(args.data or env.get("AMTRAIN_DATA", "data")).resolve()
     env["AMTRAIN_DATA"] = str(data_root)
 
+    higgs = resolve_higgs(args.higgs, data_root)
     aggregate = _module(SCRIPTS / "aggregate.py")
     results.mkdir(parents=True, exist_ok=True)
     log_rows, failed = [], []
     for fig in figures:
         spec = plan["figures"][fig]
-        need = data_root / DATA_FILES[spec["data"]]
+        need = higgs if spec["data"] == "higgs" and higgs else data_root / DATA_FILES[spec["data"]]
         if not need.exists():
             print(f"skip {fig}: no {spec['data']} data at {need} (set AMTRAIN_DATA or --data)")
             log_rows.append({"finished": _now(), "figure": fig, "sweep": "",
@@ -123,6 +145,8 @@ def main(argv=None) -> int:
         csvs = []
         for sweep, cmd in sweep_commands(plan, fig, args.protocol, args.launcher, args.extra):
             cmd = cmd + [f"hydra.sweep.dir={runs}/{args.protocol}_{sweep}"]
+            if spec["data"] == "higgs" and higgs:
+                cmd.append(f"dataset.path={higgs}")
             shown = " ".join(shlex.quote(c) for c in cmd[len(amtrain_cmd()):])
             print(f"[{fig}] amtrain {shown}", flush=True)
             status, seconds = "dry run", 0.0

@@ -83,7 +83,8 @@ def test_smoke_runs_every_figure_sweep_and_draws_every_figure(smoke):
     results = root / "results"
     for fig, spec in PLAN["figures"].items():
         for sweep in spec["sweeps"]:
-            jobs = [p for p in (root / "runs" / f"smoke_{sweep}").iterdir() if not p.name.startswith(".")]
+            sweep_dir = root / "runs" / f"smoke_{sweep}"
+            jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
             assert jobs and all((j / "DONE").exists() for j in jobs), sweep
             df = pd.read_csv(results / f"{sweep}.csv")
             assert (df.figure == fig).all() and df.n_seeds.max() == 2
