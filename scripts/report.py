@@ -55,24 +55,26 @@ def _where(at) -> str:
 def check(results: Path, c: dict) -> dict:
     df = _test_acc(results, c["sweep"])
     out = {"claim": c.get("paper_text") or c.get("paper"), "paper": "", "ours": "no data", "verdict": "not run"}
+    if c["kind"] == "value":
+        out["claim"] = c.get("paper_text") or f"{LABELS[c['optim']]} on {c['model']}, {_where(c['at'])}"
+        out["paper"] = f"{c['paper']:.2f}"
     if df is None:
         return out
     df = df[df.model == c["model"]]
     if c["kind"] == "value":
-        out["claim"] = c.get("paper_text") or f"{LABELS[c['optim']]}, {_where(c['at'])}"
-        out["paper"] = f"{c['paper']:.2f}"
         d = _at(df[df.optim == c["optim"]], c["at"])
         if len(d):
             r = d.iloc[0]
             out["ours"] = _fmt(r) + (f", epoch {int(r.epoch)}" if c["at"] == "last" else "")
             ok = abs(r["mean"] - c["paper"]) <= c["tol"]
             out["verdict"] = "reproduced" if ok else f"differs ({r['mean'] - c['paper']:+.3f}; tolerance {c['tol']})"
-    elif c["kind"] == "order":
+    if c["kind"] == "order":
         out["paper"] = f"{LABELS[c['higher']]} > " + ", ".join(LABELS[m] for m in c["than"])
         d = _at(df, c["at"]).set_index("optim")
         methods = [c["higher"]] + c["than"]
         if all(m in d.index for m in methods):
-            out["ours"] = f"{_where(c['at'])}: " + "; ".join(f"{LABELS[m]} {d.loc[m, 'mean']:.3f}" for m in methods)
+            out["ours"] = f"{c['model']}, {_where(c['at'])}: " + "; ".join(
+                f"{LABELS[m]} {d.loc[m, 'mean']:.4f}" for m in methods)
             lost = [m for m in c["than"] if d.loc[c["higher"], "mean"] <= d.loc[m, "mean"]]
             out["verdict"] = "reproduced" if not lost else "differs (not above " + ", ".join(LABELS[m] for m in lost) + ")"
     elif c["kind"] == "reach":

@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     for fig in figures:
         spec = plan["figures"][fig]
         need = higgs if spec["data"] == "higgs" and higgs else data_root / DATA_FILES[spec["data"]]
-        if not need.exists():
+        if not need.exists() and not args.skip_runs:
             print(f"skip {fig}: no {spec['data']} data at {need} (set AMTRAIN_DATA or --data)")
             log_rows.append({"finished": _now(), "figure": fig, "sweep": "",
                              "status": f"skipped: no {spec['data']} data",
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
                 cmd.append(f"dataset.path={higgs}")
             shown = " ".join(shlex.quote(c) for c in cmd[len(amtrain_cmd()):])
             print(f"[{fig}] amtrain {shown}", flush=True)
-            status, seconds = "dry run", 0.0
+            status, seconds = ("dry run" if args.dry_run else "not run (--skip-runs)"), 0.0
             if not args.dry_run and not args.skip_runs:
                 t0 = time.perf_counter()
                 rc = subprocess.call(cmd, env=env, cwd=REPO)
@@ -170,6 +170,8 @@ def main(argv=None) -> int:
                 aggregate.main([str(runs / f"{args.protocol}_{sweep}"), "-o", str(out), "--figure", fig])
             except SystemExit as e:  # no finished runs
                 print(f"[{fig}] {e}")
+            except FileNotFoundError:  # --skip-runs on a figure never run
+                print(f"[{fig}] no sweep folder {runs / f'{args.protocol}_{sweep}'}")
         try:  # a plotting problem must not cost the runs: fix it, then rerun with --skip-runs
             plot = _module(SCRIPTS / "figures" / f"{fig}.py")
             for path in plot.main(["--results", str(results), "--protocol", args.protocol]):
@@ -177,7 +179,7 @@ def main(argv=None) -> int:
         except Exception as e:
             print(f"[{fig}] plotting failed: {type(e).__name__}: {e}")
             failed.append(f"{fig}/plot")
-    if not args.dry_run:
+    if not args.dry_run and not args.skip_runs:
         log = results / "runs.csv"  # appended: a rerun that only resumes keeps the first run's times
         new = not log.exists()
         with open(log, "a", newline="") as fh:
