@@ -29,7 +29,10 @@ from amtrain.optim import build_trainer
 ONLINE = ["adam", "sgd", "am_adam", "am_mem"]
 OFFLINE = ["am_adam_off", "am_mem_off", "admm"]
 SHAPES = {"mlp_2x100": ((1, 28, 28), 10), "mlp_2x500": ((1, 28, 28), 10), "higgs_mlp": ((28,), 2),
-          "lenet5": ((1, 28, 28), 10)}
+          "lenet5": ((1, 28, 28), 10), "rnn": ((1, 28, 28), 10)}
+# The RNN (T = 784 steps, d = 15) runs at the paper's batch 1024 and for fewer steps: one
+# AM-Adam step is about half a second on a 2-core CPU.
+RNN_BATCH = 1024
 
 
 def make(optim: str, model: str, mode: str, device, seed: int = 0):
@@ -67,6 +70,8 @@ def fmt(v, spec):
 
 
 def bench_online(model, mode, device, steps, warmup, batch_size):
+    if model == "rnn":
+        batch_size, steps, warmup = RNN_BATCH, max(3, steps // 40), 2
     built = buildable(ONLINE, model, mode, device)
     trainers = {m: t for m, t in built.items() if t is not None}
     batches = [batch(model, batch_size, device, seed=s) for s in range(8)]
@@ -115,6 +120,46 @@ def bench_offline(model, mode, device, rows, epochs, batch_size):
     return out
 
 
+def weight_update_streams(model, mode, device, steps, warmup, batch_size):
+    """AM-Adam's weight update (Alg. 2.3) two ways on CUDA: one backward through the sum of
+    the layers' local losses (amtrain's step), or every layer's local problem on its own
+    CUDA stream (the paper's layer parallelism). Median ms of the update alone."""
+    tr, _ = make("am_adam", model, mode, device)
+    x, y = batch(model, batch_size, device)
+    mu = tr.mu.value
+    c = tr.update_codes(tr.encode(x), y, mu)
+    a = tr.net.activations(x, c)
+    L = tr.net.L
+    groups = [list(b.parameters()) for b in tr.net.blocks] + [list(tr.net.head.parameters())]
+    streams = [torch.cuda.Stream(device) for _ in groups]
+
+    def fused():
+        tr.update_weights(a, c, y, mu)
+
+    def concurrent():
+        tr.opt.zero_grad(set_to_none=True)
+        main_stream = torch.cuda.current_stream(device)
+        for l, st in enumerate(streams):
+            st.wait_stream(main_stream)
+            with torch.cuda.stream(st):
+                loss = tr.output_loss(a[L], y) if l == L else tr.local_loss(l, a[l], c[l], mu)
+                loss.backward()
+        for st in streams:
+            main_stream.wait_stream(st)
+        tr.opt.step()
+
+    times = {"fused": [], "streams": []}
+    for i in range(warmup + steps):
+        for name, fn in (("fused", fused), ("streams", concurrent)):
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1000 for k, v in times.items()}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(SHAPES))
@@ -126,6 +171,7 @@ def main():
     p.add_argument("--offline-rows", type=int, default=10000)
     p.add_argument("--offline-epochs", type=int, default=3)
     p.add_argument("--no-offline", action="store_true")
+    p.add_argument("--no-streams", action="store_true", help="skip the CUDA layer-concurrency measurement")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     args = p.parse_args()
     if args.threads:
@@ -140,7 +186,8 @@ def main():
         for model in args.models:
             ms, peak = bench_online(model, args.mode, device, args.steps, args.warmup, args.batch_size)
             ratios = " | ".join(fmt(None if ms[m] is None else ms[m] / ms["adam"], ".2f") for m in ONLINE[1:])
-            print(f"| {dev} | {model} | {' | '.join(fmt(ms[m], '.2f') for m in ONLINE)} | {ratios} |", flush=True)
+            label = f"{model} (batch {RNN_BATCH}, T 784)" if model == "rnn" else model
+            print(f"| {dev} | {label} | {' | '.join(fmt(ms[m], '.2f') for m in ONLINE)} | {ratios} |", flush=True)
             if peak:
                 peaks.append((dev, model, peak))
     if peaks:
@@ -148,6 +195,15 @@ def main():
         print("|" + "---|" * (2 + len(ONLINE)))
         for dev, model, peak in peaks:
             print(f"| {dev} | {model} | {' | '.join(fmt(peak[m], '.1f') for m in ONLINE)} |")
+    if "cuda" in args.devices and not args.no_streams:
+        print("\nAM-Adam weight update on CUDA: one fused backward vs each layer on its own stream (ms)")
+        print("| model | fused | streams | streams/fused |\n|---|---|---|---|")
+        for model in args.models:
+            if model == "rnn":
+                continue  # shared weights: one local problem, nothing to run concurrently
+            t = weight_update_streams(model, args.mode, torch.device("cuda"), args.steps, args.warmup,
+                                      args.batch_size)
+            print(f"| {model} | {t['fused']:.3f} | {t['streams']:.3f} | {t['streams'] / t['fused']:.2f} |", flush=True)
     if not args.no_offline:
         print(f"\nFull-batch methods: median seconds per epoch over {args.offline_rows:,} generated samples "
               f"(adam: one epoch of mini-batch steps, for scale)")
@@ -155,8 +211,8 @@ def main():
         print("|" + "---|" * (3 + len(OFFLINE)))
         for dev in args.devices:
             for model in args.models:
-                if model == "higgs_mlp":
-                    continue  # full-batch methods need in-memory data; HIGGS is streamed
+                if model in ("higgs_mlp", "rnn"):
+                    continue  # HIGGS is streamed; the RNN has no full-batch method
                 s = bench_offline(model, args.mode, torch.device(dev), args.offline_rows, args.offline_epochs,
                                   args.batch_size)
                 print(f"| {dev} | {model} | {' | '.join(fmt(s[m], '.3f') for m in OFFLINE + ['adam'])} |", flush=True)
