@@ -35,6 +35,15 @@ def args(argv=None, doc: str = "") -> argparse.Namespace:
     return a
 
 
+def run(argv, doc: str, name: str, sweeps: List[str], draw) -> List[Path]:
+    """A figure script's main: read the first sweep's CSV (test accuracy) and ``draw(df, args)``."""
+    a = args(argv, doc)
+    df = load(a.results, sweeps[0])
+    if df is None:
+        return missing(a.results, name, sweeps)
+    return draw(select(df), a)
+
+
 def load(results: Path, sweep: str) -> Optional[pd.DataFrame]:
     path = Path(results) / f"{sweep}.csv"
     if not path.exists():
@@ -115,7 +124,7 @@ def save(fig, results: Path, name: str, note: str) -> List[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    fig.savefig(paths[1], metadata={"CreationDate": None})  # reproducible bytes: redraws leave git clean
     plt.close(fig)
     return paths
 
@@ -161,3 +170,9 @@ def first_epoch_and_epochs(df: pd.DataFrame, name: str, title: str, results: Pat
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
     return save(fig, results, name, note)
+
+
+def epoch_panels(df: pd.DataFrame, a, name: str, title: str, paper_epochs: int, extra: str) -> List[Path]:
+    """One panel per model, test accuracy at the end of every epoch (Figures 2 and 4)."""
+    note = protocol_note(df, a.protocol, paper_epochs, extra)
+    return panels(df, name, title, "epoch", "epochs", a.results, note)

@@ -7,15 +7,13 @@ import _plot
 NAME, SWEEPS = "fig1_mnist_first_epoch", ["fig1_mnist_first_epoch"]
 
 
-def main(argv=None):
-    a = _plot.args(argv, __doc__)
-    df = _plot.load(a.results, SWEEPS[0])
-    if df is None:
-        return _plot.missing(a.results, NAME, SWEEPS)
-    df = _plot.select(df)
+def draw(df, a):
     return _plot.panels(df, NAME, "MNIST, fully connected: online methods, first epoch", "step",
                         "mini-batches (200 samples each)", a.results, _plot.protocol_note(df, a.protocol),
                         first_epoch=True, max_x=50)
+
+def main(argv=None):
+    return _plot.run(argv, __doc__, NAME, SWEEPS, draw)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,13 @@ import _plot
 NAME, SWEEPS = "fig3_cifar_first_epoch", ["fig3_cifar_first_epoch"]
 
 
-def main(argv=None):
-    a = _plot.args(argv, __doc__)
-    df = _plot.load(a.results, SWEEPS[0])
-    if df is None:
-        return _plot.missing(a.results, NAME, SWEEPS)
-    df = _plot.select(df)
+def draw(df, a):
+    note = _plot.protocol_note(df, a.protocol)
     return _plot.panels(df, NAME, "CIFAR-10, fully connected: online methods, first epoch", "step",
-                        "mini-batches (200 samples each)", a.results, _plot.protocol_note(df, a.protocol),
-                        first_epoch=True, max_x=250)
+                        "mini-batches (200 samples each)", a.results, note, first_epoch=True, max_x=250)
+
+def main(argv=None):
+    return _plot.run(argv, __doc__, NAME, SWEEPS, draw)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,12 @@ NAME, SWEEPS, PAPER_EPOCHS = "fig4_cifar_epochs", ["fig4_cifar_epochs"], 50
 TITLE = "CIFAR-10, fully connected: online vs offline methods"
 
 
+def draw(df, a):
+    return _plot.epoch_panels(df, a, NAME, TITLE, PAPER_EPOCHS, "offline methods: one iteration = one epoch")
+
+
 def main(argv=None):
-    a = _plot.args(argv, __doc__)
-    df = _plot.load(a.results, SWEEPS[0])
-    if df is None:
-        return _plot.missing(a.results, NAME, SWEEPS)
-    df = _plot.select(df)
-    note = _plot.protocol_note(df, a.protocol, PAPER_EPOCHS, "offline methods: one iteration = one epoch")
-    return _plot.panels(df, NAME, TITLE, "epoch", "epochs", a.results, note)
+    return _plot.run(argv, __doc__, NAME, SWEEPS, draw)
 
 
 if __name__ == "__main__":

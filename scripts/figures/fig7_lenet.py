@@ -7,14 +7,12 @@ import _plot
 NAME, SWEEPS, PAPER_EPOCHS = "fig7_lenet", ["fig7_lenet"], 10
 
 
-def main(argv=None):
-    a = _plot.args(argv, __doc__)
-    df = _plot.load(a.results, SWEEPS[0])
-    if df is None:
-        return _plot.missing(a.results, NAME, SWEEPS)
-    df = _plot.select(df)
+def draw(df, a):
     note = _plot.protocol_note(df, a.protocol, PAPER_EPOCHS, "the paper does not state its epochs; 10 in ours")
     return _plot.first_epoch_and_epochs(df, NAME, "MNIST, LeNet-5: AM-Adam vs SGD vs Adam", a.results, note)
+
+def main(argv=None):
+    return _plot.run(argv, __doc__, NAME, SWEEPS, draw)
 
 
 if __name__ == "__main__":

@@ -5,18 +5,16 @@ from __future__ import annotations
 import _plot
 
 NAME, SWEEPS, PAPER_EPOCHS = "fig8_binary", ["fig8_binary"], 20
+TITLE = "MNIST, binary network (sign, tanh): AM-Adam vs backprop with STE"
 
+
+def draw(df, a):
+    note = _plot.protocol_note(df, a.protocol, PAPER_EPOCHS,
+                               "Adam = backprop with a straight-through estimator for sign; test error, log scale")
+    return _plot.panels(df, NAME, TITLE, "epoch", "epochs", a.results, note, error=True, logy=True)
 
 def main(argv=None):
-    a = _plot.args(argv, __doc__)
-    df = _plot.load(a.results, SWEEPS[0])
-    if df is None:
-        return _plot.missing(a.results, NAME, SWEEPS)
-    df = _plot.select(df)
-    note = _plot.protocol_note(df, a.protocol, PAPER_EPOCHS, "Adam = backprop with a straight-through estimator "
-                                                            "for sign; test error on a log scale")
-    return _plot.panels(df, NAME, "MNIST, binary network (sign, tanh): AM-Adam vs backprop with STE", "epoch",
-                        "epochs", a.results, note, error=True, logy=True)
+    return _plot.run(argv, __doc__, NAME, SWEEPS, draw)
 
 
 if __name__ == "__main__":
