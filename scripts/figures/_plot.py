@@ -17,8 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-LABELS = {"am_adam": "AM-Adam", "am_mem": "AM-mem", "sgd": "SGD", "adam": "Adam", "am_adam_off": "AM-Adam-off",
-          "am_mem_off": "AM-mem-off", "admm": "ADMM (Taylor et al.)"}
+from amtrain.results import METHOD_LABELS, end_of_epochs, load as load_csv, select  # noqa: E402
+
+LABELS = {**METHOD_LABELS, "admm": "ADMM (Taylor et al.)"}
 COLORS = {"am_adam": "C3", "am_mem": "C1", "sgd": "C0", "adam": "C2", "am_adam_off": "C5", "am_mem_off": "C4",
           "admm": "C7"}
 MODELS = {"mlp_2x100": "784-100-100-10", "mlp_2x500": "784-500-500-10", "higgs_mlp": "28-300-1",
@@ -45,19 +46,7 @@ def run(argv, doc: str, name: str, sweeps: List[str], draw) -> List[Path]:
 
 
 def load(results: Path, sweep: str) -> Optional[pd.DataFrame]:
-    path = Path(results) / f"{sweep}.csv"
-    if not path.exists():
-        return None
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    df["settings"] = df["settings"].fillna("") if "settings" in df else ""
-    return df
-
-
-def select(df: pd.DataFrame, split: str = "test", metric: str = "acc", **where) -> pd.DataFrame:
-    out = df[(df.split == split) & (df.metric == metric)]
-    for k, v in where.items():
-        out = out[out[k] == v]
-    return out
+    return load_csv(Path(results) / f"{sweep}.csv")
 
 
 def curves(ax, df: pd.DataFrame, x: str, error: bool = False, first_epoch: bool = False,
@@ -66,8 +55,7 @@ def curves(ax, df: pd.DataFrame, x: str, error: bool = False, first_epoch: bool 
     if first_epoch:  # the evaluations inside epoch 1 and the starting point
         df = df[df.epoch <= 1]
     elif not every_eval:  # one point per epoch: the end-of-epoch evaluations (and the start)
-        ends = df.groupby(["variant", "epoch"]).step.transform("max")
-        df = df[df.step == ends]
+        df = end_of_epochs(df)
     methods = [m for m in (order or LABELS) if m in set(df.optim)] + sorted(set(df.optim) - set(order or LABELS))
     for m in methods:
         for (v, settings), g in df[df.optim == m].groupby(["variant", "settings"]):

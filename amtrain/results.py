@@ -1,0 +1,39 @@
+"""Reading the aggregated result CSVs (written by scripts/aggregate.py).
+
+One row per cell: (dataset, model, optim, mode, variant, split, metric, step, epoch,
+samples_seen, settings, overrides) with ``mean, std, n_seeds, seeds``. The figure
+scripts and the report read them through these helpers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+METHOD_LABELS = {"am_adam": "AM-Adam", "am_mem": "AM-mem", "sgd": "SGD", "adam": "Adam",
+                 "am_adam_off": "AM-Adam-off", "am_mem_off": "AM-mem-off", "admm": "ADMM"}
+
+
+def load(path) -> Optional[pd.DataFrame]:
+    """The aggregated CSV at ``path``, or None when there is none (a figure not run)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    df["settings"] = df["settings"].fillna("") if "settings" in df else ""
+    return df
+
+
+def select(df: pd.DataFrame, split: str = "test", metric: str = "acc") -> pd.DataFrame:
+    return df[(df.split == split) & (df.metric == metric)]
+
+
+def end_of_epochs(df: pd.DataFrame) -> pd.DataFrame:
+    """The last evaluation of every (variant, epoch): one point per epoch (and the start)."""
+    return df[df.step == df.groupby(["variant", "epoch"]).step.transform("max")]
+
+
+def end_of_run(df: pd.DataFrame) -> pd.DataFrame:
+    """The last evaluation of every variant."""
+    return df[df.step == df.groupby("variant").step.transform("max")]
