@@ -24,6 +24,18 @@ CONFIG_MODULE = "amtrain.conf"
 register_configs()
 
 
+def command() -> List[str]:
+    """How to start ``amtrain`` from Python: the console script next to this interpreter,
+    else the one on PATH, else ``python -m amtrain``."""
+    import shutil
+
+    script = Path(sys.executable).parent / "amtrain"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("amtrain")
+    return [found] if found else [sys.executable, "-m", "amtrain"]
+
+
 def compose(overrides: List[str], config_name: str = "config") -> DictConfig:
     """The config ``amtrain OVERRIDES`` would run (for tests and tools)."""
     from hydra import compose as hydra_compose

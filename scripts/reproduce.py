@@ -29,6 +29,8 @@ from pathlib import Path
 
 import yaml
 
+from amtrain.cli import command as amtrain_cmd
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 PROTOCOLS = ("full", "quick", "smoke")
@@ -56,11 +58,6 @@ def _module(path: Path):
 
 def _now() -> str:
     return datetime.datetime.now().isoformat(timespec="seconds")
-
-
-def amtrain_cmd() -> list:
-    script = Path(sys.executable).parent / "amtrain"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "amtrain"]
 
 
 def sweep_commands(plan: dict, figure: str, protocol: str, launcher: str, extra: list) -> list:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -46,15 +44,6 @@ def make_cfg():
         return compose(base + list(overrides))
 
     return _make
-
-
-def amtrain_cmd() -> list:
-    """The installed console script next to this interpreter (falls back to ``python -m amtrain``)."""
-    script = Path(sys.executable).parent / "amtrain"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("amtrain")
-    return [found] if found else [sys.executable, "-m", "amtrain"]
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import TINY, amtrain_cmd
+from amtrain.cli import command as amtrain_cmd
+from conftest import TINY
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
