@@ -147,7 +147,6 @@ class CodeSolverConfig:
     iters: int = 5  # K, steps per code sub-problem (eqs. 4-5)
     momentum: float = 0.9
     nesterov: bool = True
-    fast: bool = True  # closed-form gradients for Linear/BN/ReLU-tanh layers (false: autograd, the reference)
     sign_step: str = "ste"  # codes under a sign activation: ste (straight-through, the release) | accept
 
 
@@ -155,6 +154,7 @@ class CodeSolverConfig:
 class AMAdamConfig:
     name: str = "am_adam"
     codes: CodeSolverConfig = field(default_factory=CodeSolverConfig)
+    fast: bool = True  # closed-form gradients for Linear [+ BN] layers, encoding reused (false: autograd, the reference)
     lr: float = 0.008  # Adam step for every layer's local problem (eq. 6) and the output layer
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_iters: int = 1  # Adam steps per layer per mini-batch
@@ -165,6 +165,7 @@ class AMAdamConfig:
 class AMMemConfig:
     name: str = "am_mem"
     codes: CodeSolverConfig = field(default_factory=CodeSolverConfig)
+    fast: bool = True  # closed-form gradients for Linear [+ BN] layers, encoding reused (false: autograd, the reference)
     bcd_sweeps: int = 1  # block-coordinate-descent sweeps over the columns of W_l per batch (eq. 7)
     forget: float = 1.0  # A <- forget*A + a a^T (1: the paper's plain sums)
     solver: str = "bcd"  # bcd (Mairal et al. 2009) | exact (Cholesky solve of W A = B)

@@ -27,9 +27,9 @@ def am_adam_cfg(lr: float = 0.01, fast: bool = False, sign_step: str = "ste"):
         class schedule:
             step_epochs, gamma = 0, 0.5
 
-    Cfg.codes.lr, Cfg.codes.iters, Cfg.codes.momentum, Cfg.codes.nesterov, Cfg.codes.fast = 0.3, 5, 0.9, True, fast
+    Cfg.codes.lr, Cfg.codes.iters, Cfg.codes.momentum, Cfg.codes.nesterov = 0.3, 5, 0.9, True
     Cfg.codes.sign_step = sign_step
-    Cfg.lr, Cfg.betas, Cfg.weight_iters = lr, (0.9, 0.999), 1
+    Cfg.lr, Cfg.betas, Cfg.weight_iters, Cfg.fast = lr, (0.9, 0.999), 1, fast
     return Cfg
 
 

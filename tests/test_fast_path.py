@@ -1,13 +1,16 @@
-"""The closed-form code gradients (optim.codes.fast) equal autograd's: same codes, weights, BN state."""
+"""The fast path (optim.fast) equals autograd's reference: closed-form gradients of the
+code and weight sub-problems, and the encoding's products reused. Same codes, weights, BN state."""
 import copy
 
 import pytest
 import torch
+from torch import nn
 
 from amtrain.config import Mode
 from amtrain.models import mlp
-from amtrain.optim.am import AMAdam
+from amtrain.optim.am import AMAdam, AMMem
 from amtrain.optim.codes import hidden_data_grad, hidden_data_term, top_data_grad, top_data_term
+from amtrain.optim.linear_bn import LinearBN
 from amtrain.optim.mu import MuSchedule
 from conftest import am_adam_cfg
 
@@ -65,3 +68,116 @@ def test_fast_and_reference_paths_give_the_same_step(mode, act, n_out):
         for p, q in zip(list(reference.parameters()) + list(reference.buffers()),
                         list(fast.parameters()) + list(fast.buffers())):
             torch.testing.assert_close(p, q)
+
+
+def am_mem_cfg(fast):
+    class Cfg:
+        class codes:
+            lr, iters, momentum, nesterov, sign_step = 0.3, 5, 0.9, True, "ste"
+
+        class schedule:
+            step_epochs, gamma = 0, 0.5
+
+    Cfg.bcd_sweeps, Cfg.forget, Cfg.solver, Cfg.ridge, Cfg.lr, Cfg.betas = 1, 1.0, "bcd", 10.0, 0.008, (0.9, 0.999)
+    Cfg.fast = fast
+    return Cfg
+
+
+def assert_same_state(net_a, net_b):
+    for p, q in zip(list(net_a.parameters()) + list(net_a.buffers()), list(net_b.parameters()) + list(net_b.buffers())):
+        torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize("mode, act, n_out", CASES)
+def test_whole_steps_agree_with_the_reference(mode, act, n_out):
+    """Trainer.step end to end: the reuse of z_1 in layer 1's weight step only happens here."""
+    reference, fast = net_for(mode, act, n_out), net_for(mode, act, n_out)
+    am_ref = AMAdam(reference, MuSchedule(0.003), mode, am_adam_cfg(0.008, fast=False))
+    am_fast = AMAdam(fast, MuSchedule(0.003), mode, am_adam_cfg(0.008, fast=True))
+    for seed in range(4):
+        x, y = data(n_out, seed)
+        loss_ref, out_ref = am_ref.step(x, y)
+        loss_fast, out_fast = am_fast.step(x, y)
+        torch.testing.assert_close(out_ref, out_fast)
+        torch.testing.assert_close(loss_ref, loss_fast)
+        assert_same_state(reference, fast)
+
+
+@pytest.mark.parametrize("mode", [Mode.paper, Mode.release])
+def test_am_mem_steps_agree_with_the_reference(mode):
+    nets = [mlp((20,), 10, [32, 24], "relu").double() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    am_ref, am_fast = (AMMem(net, MuSchedule(0.01), mode, am_mem_cfg(fast)) for net, fast in zip(nets, (False, True)))
+    for seed in range(4):
+        x, y = data(10, seed)
+        am_ref.step(x, y)
+        am_fast.step(x, y)
+        assert_same_state(*nets)
+        for m_ref, m_fast in zip(am_ref.memories, am_fast.memories):
+            torch.testing.assert_close(m_ref.A_low, m_fast.A_low)
+            torch.testing.assert_close(m_ref.B, m_fast.B)
+
+
+def test_the_fast_step_reuses_the_encoding(monkeypatch):
+    """Per step, f_l's linear part is computed L times by the encoding, K - 1 times per hidden
+    code solve (the first step starts at c^0, whose product the encoding made), for layers
+    2..L and the head in the weight step (layer 1's input and weights are the encoding's)."""
+    L, K = 3, 5
+    net = net_for(Mode.release, "relu", 10)
+    am = AMAdam(net, MuSchedule(0.003), Mode.release, am_adam_cfg(0.008, fast=True))
+    calls = []
+    original = LinearBN.linear
+    monkeypatch.setattr(LinearBN, "linear", lambda self, a: calls.append(self) or original(self, a))
+    am.step(*data(10))
+    assert len(calls) == L + (L - 1) * (K - 1) + (L - 1) + 1
+    assert sum(f is am.f[0] for f in calls) == 1  # the encoding's only
+
+
+def test_encoding_is_not_reused_for_other_inputs():
+    """update_weights on activations that are not the encoding's (e.g. offline AM) computes afresh."""
+    reference, fast = net_for(Mode.release, "relu", 10), net_for(Mode.release, "relu", 10)
+    am_ref = AMAdam(reference, MuSchedule(0.003), Mode.release, am_adam_cfg(0.008, fast=False))
+    am_fast = AMAdam(fast, MuSchedule(0.003), Mode.release, am_adam_cfg(0.008, fast=True))
+    x, y = data(10, 0)
+    x2, y2 = data(10, 1)
+    for am, net in ((am_ref, reference), (am_fast, fast)):
+        c = am.update_codes(am.encode(x), y, 0.003)
+        am.update_codes(am.encode(x2), y2, 0.003)  # the last encoding is of x2
+        am.update_weights(net.activations(x, c), c, y, 0.003)
+    assert_same_state(reference, fast)
+
+
+@pytest.mark.parametrize("bn", ["none", "train", "eval", "no_affine", "no_running"])
+def test_linear_bn_matches_autograd(bn):
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 5, bias=bn == "none").double()
+    mods = [lin]
+    if bn != "none":
+        mods.append(nn.BatchNorm1d(5, affine=bn != "no_affine", track_running_stats=bn != "no_running").double())
+        if bn == "eval":
+            mods[1].running_mean.normal_()
+            mods[1].running_var.uniform_(0.5, 2.0)
+            mods[1].weight.data.uniform_(0.5, 2.0)
+    f_ref = nn.Sequential(*mods).train(bn != "eval")
+    f_fast = copy.deepcopy(f_ref)
+    a = torch.randn(16, 6, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(16, 5, dtype=torch.float64)
+
+    pred = f_ref(a)
+    (pred * target).sum().backward()  # d/dpred = target
+    closed = LinearBN.of(f_fast)
+    pred_fast, saved = closed.forward(a.detach())
+    torch.testing.assert_close(pred_fast, pred.detach())
+    torch.testing.assert_close(closed.grad_input(target, saved), a.grad)
+    closed.set_param_grads(target, saved, a.detach())
+    for p, q in zip(f_ref.parameters(), f_fast.parameters()):
+        torch.testing.assert_close(q.grad, p.grad)
+    for p, q in zip(f_ref.buffers(), f_fast.buffers()):  # running statistics moved alike
+        torch.testing.assert_close(q, p)
+
+
+def test_linear_bn_declines_other_layers():
+    assert LinearBN.of(nn.Conv2d(1, 2, 3)) is None
+    assert LinearBN.of(nn.Sequential(nn.Linear(3, 3), nn.ReLU())) is None
+    assert LinearBN.of(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, momentum=None))) is None
+    assert LinearBN.of(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))) is not None

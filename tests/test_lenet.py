@@ -50,7 +50,7 @@ def test_am_mem_refuses_convolutions():
     net = lenet5((1, 28, 28), 10)
 
     class Cfg:
-        codes, solver = None, "bcd"
+        codes, solver, fast = None, "bcd", True
 
     with pytest.raises(ConfigError, match="layer 1 is Conv2d"):
         AMMem(net, MuSchedule(0.01), Mode.paper, Cfg)

@@ -108,7 +108,7 @@ def test_am_mem_fits_each_layer_to_its_codes():
     class Cfg:
         class codes:
             lr, iters, momentum, nesterov = 0.3, 5, 0.9, True
-        bcd_sweeps, forget, solver, ridge, lr, betas = 1, 1.0, "exact", 0.0, 0.008, (0.9, 0.999)
+        bcd_sweeps, forget, solver, ridge, lr, betas, fast = 1, 1.0, "exact", 0.0, 0.008, (0.9, 0.999), True
 
         class schedule:
             step_epochs, gamma = 0, 0.5
@@ -133,6 +133,7 @@ def test_am_mem_refuses_batchnorm():
     class Cfg:
         codes = None
         solver = "bcd"
+        fast = True
 
     with pytest.raises(ConfigError, match="batchnorm=false"):
         AMMem(net, MuSchedule(0.01), Mode.release, Cfg)

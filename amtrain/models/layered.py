@@ -52,6 +52,17 @@ class Classifier(nn.Module):
             )
         return nn.functional.cross_entropy(output, y, reduction=reduction)
 
+    def loss_target(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """y as :meth:`loss_grad` wants it: one-hot rows, or a column of 0/1."""
+        if self.n_outputs == 1:
+            return y.to(dtype)[:, None]
+        return nn.functional.one_hot(y, self.n_outputs).to(dtype)
+
+    def loss_grad(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """d loss(output, y, reduction="sum") / d output = softmax (or sigmoid) - target."""
+        p = torch.sigmoid(output) if self.n_outputs == 1 else torch.softmax(output, dim=1)
+        return p.sub_(target)
+
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         if self.n_outputs == 1:
             return (output.squeeze(-1) > 0).long()

@@ -12,7 +12,7 @@ Both fit the output layer W_{L+1} by a gradient step on the loss (Alg. 2.3, line
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from amtrain.errors import ConfigError
 from amtrain.models import LayeredNet, Sign
 from amtrain.optim import memory
 from amtrain.optim.base import Trainer, make_step_lr
+from amtrain.optim.linear_bn import LinearBN
 from amtrain.optim.codes import (accept_if_better, hidden_data_grad, hidden_data_term, solve_code, top_data_grad,
                                  top_data_term)
 from amtrain.optim.mu import MuSchedule
@@ -37,23 +38,44 @@ def objective(net: LayeredNet, x: torch.Tensor, y: torch.Tensor, c: List[torch.T
     return float(total)
 
 
-class OnlineAM(Trainer):
-    """Algorithm 2.1 on mini-batches; subclasses supply ``update_weights``."""
+class Encoding(NamedTuple):
+    """What encodeInput computed on the fast path, for reuse before the weights change:
+    the codes c^0, every layer's linear part z_l = W_l a_{l-1} + b_l (None where f_l is not
+    Linear [+ BatchNorm]), the head's output as z_{L+1}, the input a_0, and W_1's version."""
+    c: List[torch.Tensor]
+    z: List[Optional[torch.Tensor]]
+    a0: torch.Tensor
+    w1_version: int
 
-    def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, codes_cfg):
+
+class OnlineAM(Trainer):
+    """Algorithm 2.1 on mini-batches; subclasses supply ``update_weights``.
+
+    ``fast`` (optim.fast): closed-form gradients for the code and weight sub-problems of
+    Linear [+ BatchNorm] layers, and reuse of the encoding's products (see :meth:`encode`);
+    false runs everything through autograd, the reference the fast path is tested against.
+    """
+
+    def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, codes_cfg, fast: bool = True):
         super().__init__(net)
         self.mu = mu
         self.mode = Mode(mode)
         self.codes_cfg = codes_cfg
+        self.fast = bool(fast)
+        # f_l and the head in closed form, where they are Linear [+ BatchNorm1d]
+        self.f = [LinearBN.of(b.f) if self.fast else None for b in net.blocks]
+        self.f_head = LinearBN.of(net.head) if self.fast else None
+        self.encoding: Optional[Encoding] = None
 
     def step(self, x: torch.Tensor, y: torch.Tensor):
         mu = self.mu.value
         c0 = self.encode(x)
         with torch.no_grad():
-            output = self.net.head(self.net.blocks[-1].sigma(c0[-1]))
+            output = self.encoding.z[-1] if self.fast else self.net.head(self.net.blocks[-1].sigma(c0[-1]))
             loss = self.net.loss(output, y)
         c = self.update_codes(c0, y, mu)
-        a = self.net.activations(x, c)  # a_0 = x, a_l = sigma_l(c*_l), all detached
+        # a_0 = x, a_l = sigma_l(c*_l), all detached (a_0 is the encoding's own tensor, see encode)
+        a = [self.encoding.a0 if self.fast else self.net.inputs(x)] + self.net.activations(x, c)[1:]
         self.update_weights(a, c, y, mu)
         self.mu.after_batch()
         return loss, output
@@ -61,23 +83,45 @@ class OnlineAM(Trainer):
     # ------------------------------------------------------------------ Algorithm 2.2
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """encodeInput: c_l = f_l(W_l, sigma_{l-1}(c_{l-1})), c_0 = x."""
-        return self.net.encode(x)
+        """encodeInput: c_l = f_l(W_l, sigma_{l-1}(c_{l-1})), c_0 = x.
+
+        The fast path also keeps each linear part z_l = W_l a_{l-1} + b_l and the head's
+        output (``self.encoding``). No weight changes before updateWeights, so the first
+        step of every code solve (which starts at c^0) and layer 1's weight step (whose
+        input a_0 = x is fixed) reuse them instead of multiplying again.
+        """
+        if not self.fast:
+            return self.net.encode(x)
+        a0 = a = self.net.inputs(x)
+        c: List[torch.Tensor] = []
+        z: List[Optional[torch.Tensor]] = []
+        for block, f in zip(self.net.blocks, self.f):
+            z.append(None if f is None else f.linear(a))
+            c.append(block.f(a) if f is None else f.forward(a, z=z[-1])[0])
+            a = block.sigma(c[-1])
+        z.append(self.net.head(a))
+        self.encoding = Encoding(c, z, a0, self.net.blocks[0].linear().weight._version)
+        return c
+
+    def _encoded(self, c0: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+        """The encoding's z_2..z_{L+1} when c0 is its codes (else Nones: compute afresh)."""
+        e = self.encoding
+        return e.z[1:] if e is not None and e.c is c0 else [None] * self.net.L
 
     def update_codes(self, c0: List[torch.Tensor], y: torch.Tensor, mu: float) -> List[torch.Tensor]:
         """updateCodes: solve eq. 4 for c_L, then eq. 5 for l = L-1..1, top-down."""
-        net, cc, L = self.net, self.codes_cfg, self.net.L
+        net, cc, L, fast = self.net, self.codes_cfg, self.net.L, self.fast
         solve = dict(mu=mu, mode=self.mode, lr=cc.lr, iters=cc.iters, momentum=cc.momentum, nesterov=cc.nesterov)
-        fast = getattr(cc, "fast", False)  # closed-form gradients where the layers allow
+        z0 = self._encoded(c0)  # z0[l] = f_{l+2}'s linear part at c^0_{l+1} (the head's for l = L-1)
         c = list(c0)
         # eq. 4: the top code trades the loss against staying near its forward value
         c[L - 1] = solve_code(c0[L - 1], lambda c_L: top_data_term(net, c_L, y, mu, self.mode), **solve,
-                              data_grad=top_data_grad(net, y, mu, self.mode) if fast else None)
+                              data_grad=top_data_grad(net, y, mu, self.mode, z0[L - 1]) if fast else None)
         # eq. 5: each lower code must predict the updated code above it, c*_{l+1}
         for l in reversed(range(L - 1)):
             c_next = c[l + 1]
             c[l] = solve_code(c0[l], lambda c_l: hidden_data_term(net, l, c_l, c_next, mu, self.mode), **solve,
-                              data_grad=hidden_data_grad(net, l, c_next, mu, self.mode) if fast else None)
+                              data_grad=hidden_data_grad(net, l, c_next, mu, self.mode, z0[l]) if fast else None)
             if isinstance(net.blocks[l].sigma, Sign) and getattr(cc, "sign_step", "ste") == "accept":
                 c[l] = accept_if_better(net, l, c[l], c0[l], c_next, mu, self.mode)
         return c
@@ -97,12 +141,37 @@ class OnlineAM(Trainer):
             return mu * (c_l - prediction).pow(2).flatten(1).sum(dim=1).mean()
         return F.mse_loss(prediction, c_l)
 
+    # Closed forms of the two gradients above: they set .grad and return True, or return
+    # False when the layer is not Linear [+ BatchNorm] (or optim.fast=false).
+    def output_grads(self, a_L: torch.Tensor, y: torch.Tensor) -> bool:
+        """d/dW_{L+1} of output_loss (the mean loss over the batch)."""
+        f = self.f_head
+        if f is None:
+            return False
+        out, saved = f.forward(a_L)
+        d_out = self.net.loss_grad(out, self.net.loss_target(y, out.dtype)).mul_(1.0 / y.shape[0])
+        f.set_param_grads(d_out, saved, a_L)
+        return True
+
+    def local_grads(self, l: int, a_prev: torch.Tensor, c_l: torch.Tensor, mu: float) -> bool:
+        """d/dW_l of local_loss (eq. 6)."""
+        f = self.f[l]
+        if f is None:
+            return False
+        e = self.encoding  # layer 1 on the encoding's own input, W_1 unchanged: reuse z_1
+        reuse = l == 0 and e is not None and a_prev is e.a0 and f.weight._version == e.w1_version
+        pred, saved = f.forward(a_prev, z=e.z[0] if reuse else None)
+        # d/dpred: 2 mu (pred - c*) / N (paper: per-sample sums, batch mean); 2 (pred - c*) / numel (mse)
+        scale = 2.0 * mu / c_l.shape[0] if self.mode == Mode.paper else 2.0 / c_l.numel()
+        f.set_param_grads((pred - c_l).mul_(scale), saved, a_prev)
+        return True
+
 
 class AMAdam(OnlineAM):
     """AM-Adam: Adam on each layer's local problem (eq. 6) and on the output loss."""
 
     def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, cfg):
-        super().__init__(net, mu, mode, cfg.codes)
+        super().__init__(net, mu, mode, cfg.codes, cfg.fast)
         # Adam is element-wise, so one Adam over all parameters is L+1 independent Adams.
         self.opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.weight_iters = cfg.weight_iters
@@ -112,12 +181,15 @@ class AMAdam(OnlineAM):
         L = self.net.L
         for _ in range(self.weight_iters):
             self.opt.zero_grad(set_to_none=True)
-            # Every term sees only its own layer's weights (a and c are detached), so
-            # one backward through their sum is L+1 independent, parallel updates.
-            total = self.output_loss(a[L], y)
-            for l in range(L):
-                total = total + self.local_loss(l, a[l], c[l], mu)  # eq. 6
-            total.backward()
+            # Every term sees only its own layer's weights (a and c are detached): L+1
+            # independent problems. Closed-form gradients where the layer allows, and one
+            # backward through the sum of the others.
+            rest = [self.local_loss(l, a[l], c[l], mu) for l in range(L)
+                    if not self.local_grads(l, a[l], c[l], mu)]  # eq. 6
+            if not self.output_grads(a[L], y):
+                rest.append(self.output_loss(a[L], y))  # Alg. 2.3 line 1
+            if rest:
+                sum(rest).backward()
             self.opt.step()
 
 
@@ -125,7 +197,7 @@ class AMMem(OnlineAM):
     """AM-mem: co-activation memories A_l, B_l and block-coordinate descent on eq. 7."""
 
     def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, cfg):
-        super().__init__(net, mu, mode, cfg.codes)
+        super().__init__(net, mu, mode, cfg.codes, cfg.fast)
         for l, block in enumerate(net.blocks):
             if not block.is_linear_in_weights():
                 kind = type(block.linear()).__name__
@@ -159,7 +231,8 @@ class AMMem(OnlineAM):
 
     def output_step(self, a_L: torch.Tensor, y: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
-        self.output_loss(a_L, y).backward()
+        if not self.output_grads(a_L, y):
+            self.output_loss(a_L, y).backward()
         self.opt.step()
 
     def update_memories(self, a, c) -> None:

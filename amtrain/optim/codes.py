@@ -26,6 +26,7 @@ from torch import nn
 
 from amtrain.config import Mode
 from amtrain.models.layered import LayeredNet
+from amtrain.optim.linear_bn import LinearBN
 
 
 def top_data_term(net: LayeredNet, c: torch.Tensor, y: torch.Tensor, mu: float, mode: Mode) -> torch.Tensor:
@@ -74,18 +75,27 @@ def solve_code(c0: torch.Tensor, data_term: Callable[[torch.Tensor], torch.Tenso
             c = c.detach()
         if mode == Mode.paper:
             g = torch.add(g, c - c0, alpha=2.0 * mu)
-        if momentum:
-            buf = g.clone() if buf is None else buf.mul_(momentum).add_(g)
-            g = g.add(buf, alpha=momentum) if nesterov else buf
-        c = torch.add(c, g, alpha=-lr)
+        if not momentum:
+            c.add_(g, alpha=-lr)
+            continue
+        buf = g if buf is None else torch.add(g, buf, alpha=momentum)  # buf <- momentum buf + g
+        if nesterov:  # c <- c - lr (g + momentum buf)
+            c.add_(g, alpha=-lr).add_(buf, alpha=-lr * momentum)
+        else:
+            c.add_(buf, alpha=-lr)
     return c
 
 
 # ----------------------------------------------------------------------------- closed forms
 # The same gradients as autograd's on the data terms above, written out for the layers of
-# the MLPs (Linear, optionally BatchNorm in train mode, then ReLU / tanh / identity), so a
-# code step is a few tensor operations with no graph. Anything else returns None and the
-# solver falls back to autograd. ``optim.codes.fast=false`` always uses autograd.
+# the MLPs (f = Linear, optionally BatchNorm; sigma = ReLU / tanh / identity), so a code
+# step is a few tensor operations with no graph. Anything else returns None and the solver
+# falls back to autograd; ``optim.fast=false`` always uses autograd.
+#
+# Each solve starts at the forward value c^0, whose prediction the encoding already made
+# with the same weights: ``z0`` (f's linear part there) spares the first step's matmul.
+# Constant factors of the data terms (mu, 1/N) are folded into a scaled copy of W once
+# per solve: the backward through f is linear in its upstream gradient.
 
 def _sigma_grad(sigma: nn.Module, c: torch.Tensor, upstream: torch.Tensor) -> Optional[torch.Tensor]:
     if isinstance(sigma, nn.ReLU):
@@ -102,59 +112,48 @@ def _supported(sigma: nn.Module) -> bool:
     return isinstance(sigma, (nn.ReLU, nn.Tanh, nn.Identity))
 
 
-def top_data_grad(net: LayeredNet, y: torch.Tensor, mu: float, mode: Mode):
-    """d/dc of top_data_term, or None when the head is not Linear or sigma_L is unsupported."""
+def _first_then_none(z0: Optional[torch.Tensor]):
+    """z0 for the first call (the solve's first step is at c^0), None after."""
+    pending = [z0]
+    return lambda: pending.pop() if pending else None
+
+
+def top_data_grad(net: LayeredNet, y: torch.Tensor, mu: float, mode: Mode, z0: Optional[torch.Tensor] = None):
+    """d/dc of top_data_term, or None when the head is not Linear or sigma_L is unsupported.
+    ``z0``: the head's output at c = c^0 (the encoding's prediction)."""
     head, sigma = net.head, net.blocks[-1].sigma
     if not isinstance(head, nn.Linear) or not _supported(sigma):
         return None
-
-    target = (y[:, None] if net.n_outputs == 1 else F.one_hot(y, net.n_outputs)).to(head.weight.dtype)
-    scale = 1.0 if mode == Mode.paper else 1.0 / (y.shape[0] * mu)
+    target = net.loss_target(y, head.weight.dtype)
+    # d/d output of the summed loss (paper); the release's mean loss / mu scales it by 1/(N mu)
+    W = head.weight if mode == Mode.paper else head.weight * (1.0 / (y.shape[0] * mu))
+    first = _first_then_none(z0)
 
     @torch.no_grad()
     def grad(c: torch.Tensor) -> torch.Tensor:
-        out = F.linear(sigma(c), head.weight, head.bias)
-        d_out = torch.sigmoid(out) if net.n_outputs == 1 else torch.softmax(out, dim=1)
-        d_out.sub_(target)  # d loss / d output
-        if scale != 1.0:
-            d_out.mul_(scale)
-        return _sigma_grad(sigma, c, d_out @ head.weight)
+        out = first()
+        if out is None:
+            out = F.linear(sigma(c), head.weight, head.bias)
+        return _sigma_grad(sigma, c, net.loss_grad(out, target) @ W)
 
     return grad
 
 
-def hidden_data_grad(net: LayeredNet, l: int, c_next: torch.Tensor, mu: float, mode: Mode):
-    """d/dc of hidden_data_term for layer l, or None when f_{l+1} is not Linear [+ BatchNorm1d]."""
-    f, sigma = net.blocks[l + 1].f, net.blocks[l].sigma
-    mods = list(f) if isinstance(f, nn.Sequential) else [f]
-    if not _supported(sigma) or not isinstance(mods[0], nn.Linear) or len(mods) > 2:
+def hidden_data_grad(net: LayeredNet, l: int, c_next: torch.Tensor, mu: float, mode: Mode,
+                     z0: Optional[torch.Tensor] = None):
+    """d/dc of hidden_data_term for layer l, or None when f_{l+1} is not Linear [+ BatchNorm1d].
+    ``z0``: f_{l+1}'s linear part W_{l+1} sigma(c^0) + b (the encoding's)."""
+    f, sigma = LinearBN.of(net.blocks[l + 1].f), net.blocks[l].sigma
+    if f is None or not _supported(sigma):
         return None
-    lin = mods[0]
-    bn = mods[1] if len(mods) == 2 else None
-    if bn is not None and (not isinstance(bn, nn.BatchNorm1d) or (bn.training and bn.momentum is None)):
-        return None
+    # d/dpred = 2 mu (pred - c*) (paper) or 2 (pred - c*) / numel (release's mse)
+    W = f.weight * (2.0 * mu if mode == Mode.paper else 2.0 / c_next.numel())
+    first = _first_then_none(z0)
 
     @torch.no_grad()
     def grad(c: torch.Tensor) -> torch.Tensor:
-        x = F.linear(sigma(c), lin.weight, lin.bias)
-        if bn is None:
-            pred = x
-        elif bn.training:  # batch statistics; running statistics move, as in the module's forward
-            pred, mean, rstd = torch.native_batch_norm(x, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                                       True, bn.momentum, bn.eps)
-            if bn.track_running_stats:
-                bn.num_batches_tracked.add_(1)
-        else:
-            pred = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        d = (pred - c_next).mul_(2.0 * mu if mode == Mode.paper else 2.0 / pred.numel())
-        if bn is not None:
-            if bn.training:  # backward of batch normalisation with batch statistics (one fused kernel)
-                d = torch.ops.aten.native_batch_norm_backward(d, x, bn.weight, bn.running_mean, bn.running_var,
-                                                              mean, rstd, True, bn.eps, [True, False, False])[0]
-            else:
-                gamma = bn.weight if bn.weight is not None else 1.0
-                d = d * gamma * torch.rsqrt(bn.running_var + bn.eps)
-        return _sigma_grad(sigma, c, d @ lin.weight)
+        pred, saved = f.forward(sigma(c), z=first())  # moves BN's running statistics, as the module does
+        return _sigma_grad(sigma, c, f.grad_input(pred - c_next, saved, W))
 
     return grad
 

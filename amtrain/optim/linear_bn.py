@@ -1,0 +1,102 @@
+"""f_l = Linear [+ BatchNorm1d] in closed form: its forward pass and its gradients.
+
+AM's sub-problems differentiate one layer at a time, given its input: the codes through
+f_{l+1} (eq. 5), the weights through f_l (eq. 6). For the MLPs' layers that is a matmul
+and, with BatchNorm, one fused kernel each way, so neither step needs an autograd graph.
+Everything here equals what autograd computes through the modules (tests/test_fast_path.py),
+including the running statistics a training-mode BatchNorm moves on every forward.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Saved(NamedTuple):
+    """What the backward needs: z = W a + b, and BatchNorm's batch mean and 1/std (if used)."""
+    z: torch.Tensor
+    mean: Optional[torch.Tensor] = None
+    rstd: Optional[torch.Tensor] = None
+
+
+class LinearBN:
+    """A block's f: ``pred = BN(W a + b)``, or ``W a + b`` without BatchNorm."""
+
+    def __init__(self, lin: nn.Linear, bn: Optional[nn.BatchNorm1d]):
+        self.lin, self.bn = lin, bn
+
+    @classmethod
+    def of(cls, f: nn.Module) -> Optional["LinearBN"]:
+        """Wrap f when it is Linear or Sequential(Linear, BatchNorm1d); else None (use autograd)."""
+        mods = list(f) if isinstance(f, nn.Sequential) else [f]
+        if not mods or not isinstance(mods[0], nn.Linear) or len(mods) > 2:
+            return None
+        bn = mods[1] if len(mods) == 2 else None
+        if bn is not None and (not isinstance(bn, nn.BatchNorm1d) or bn.momentum is None):
+            return None  # momentum None (cumulative averages) is left to the module
+        return cls(mods[0], bn)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.lin.weight
+
+    def linear(self, a: torch.Tensor) -> torch.Tensor:
+        return F.linear(a, self.lin.weight, self.lin.bias)
+
+    def _batch_stats(self) -> bool:
+        bn = self.bn
+        return bn.training or bn.running_mean is None
+
+    @torch.no_grad()
+    def forward(self, a: torch.Tensor, z: Optional[torch.Tensor] = None):
+        """(pred, saved) for input a; pass z = W a + b when it is already known (skips the matmul)."""
+        if z is None:
+            z = self.linear(a)
+        bn = self.bn
+        if bn is None:
+            return z, Saved(z)
+        if self._batch_stats():
+            if bn.training and bn.track_running_stats:
+                bn.num_batches_tracked.add_(1)
+            running = bn.training and bn.track_running_stats  # as nn.BatchNorm1d.forward
+            pred, mean, rstd = torch.native_batch_norm(
+                z, bn.weight, bn.bias, bn.running_mean if running else None,
+                bn.running_var if running else None, True, bn.momentum, bn.eps)
+            return pred, Saved(z, mean, rstd)
+        pred = F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        return pred, Saved(z)
+
+    @torch.no_grad()
+    def backward_z(self, d_pred: torch.Tensor, saved: Saved, params: bool = False):
+        """(d/dz, d/dgamma, d/dbeta) given d/dpred; the BatchNorm parameters' only when ``params``."""
+        bn = self.bn
+        if bn is None:
+            return d_pred, None, None
+        affine = params and bn.weight is not None
+        if self._batch_stats():
+            return torch.ops.aten.native_batch_norm_backward(
+                d_pred, saved.z, bn.weight, bn.running_mean, bn.running_var, saved.mean, saved.rstd, True, bn.eps,
+                [True, affine, affine])
+        rstd = torch.rsqrt(bn.running_var + bn.eps)  # running statistics: an affine map of z
+        d_z = d_pred * (rstd if bn.weight is None else bn.weight * rstd)
+        if not affine:
+            return d_z, None, None
+        return d_z, (d_pred * (saved.z - bn.running_mean) * rstd).sum(0), d_pred.sum(0)
+
+    def grad_input(self, d_pred: torch.Tensor, saved: Saved, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """d/da given d/dpred. ``weight`` replaces W, e.g. by a scaled copy: the map is linear in d_pred,
+        so a constant factor of d_pred can be folded into W once instead of into every d_pred."""
+        return self.backward_z(d_pred, saved)[0] @ (self.lin.weight if weight is None else weight)
+
+    @torch.no_grad()
+    def set_param_grads(self, d_pred: torch.Tensor, saved: Saved, a: torch.Tensor) -> None:
+        """Set .grad of W, b and BatchNorm's gamma, beta to d/dparam given d/dpred and the input a."""
+        d_z, d_gamma, d_beta = self.backward_z(d_pred, saved, params=True)
+        self.lin.weight.grad = d_z.T @ a
+        if self.lin.bias is not None:
+            self.lin.bias.grad = d_z.sum(0)
+        if d_gamma is not None:
+            self.bn.weight.grad, self.bn.bias.grad = d_gamma, d_beta
