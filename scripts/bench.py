@@ -24,7 +24,7 @@ from amtrain.cli import compose
 from amtrain.data.base import TensorData
 from amtrain.errors import ConfigError
 from amtrain.models import build_model
-from amtrain.optim import build_trainer
+from amtrain.optim import build_trainer, memory
 
 ONLINE = ["adam", "sgd", "am_adam", "am_mem"]
 OFFLINE = ["am_adam_off", "am_mem_off", "admm"]
@@ -160,6 +160,57 @@ def weight_update_streams(model, mode, device, steps, warmup, batch_size):
     return {k: statistics.median(v) * 1000 for k, v in times.items()}
 
 
+def am_mem_products(model, mode, device, steps, warmup, batch_size):
+    """AM-mem's dense products alone, back to back with nothing else between them:
+    the encoding's, K - 1 forward and K backward products per code solve (the first step
+    reuses the encoding's), the output layer's two, and per hidden layer the memory update
+    and the BCD sweep exactly as AMMem runs them (CoActivationMemory.update, memory.bcd).
+    A floor for AM-mem's step on this machine. Median ms of those, of AM-mem's step and of
+    Adam's, interleaved."""
+    am, cfg = make("am_mem", model, mode, device)
+    adam, _ = make("adam", model, mode, device)
+    layers = [b.linear() for b in am.net.blocks] + [am.net.head]
+    widths = [layers[0].in_features] + [lin.out_features for lin in layers]
+    K, N = cfg.optim.codes.iters, batch_size
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
+    W = [rand(m, n) / n ** 0.5 for n, m in zip(widths[:-1], widths[1:])]
+    a = [rand(N, n).relu() for n in widths[:-1]]  # a_0 .. a_L
+    d = [rand(N, m) for m in widths[1:]]  # upstream gradients / codes, per layer
+    mems = [memory.CoActivationMemory(n, m, bias=True, forget=cfg.optim.forget, device=device)
+            for n, m in zip(widths[:-2], widths[1:-1])]
+    W_aug = [rand(m, n + 1) / n ** 0.5 for n, m in zip(widths[:-2], widths[1:-1])]
+
+    def products():
+        for l in range(len(W)):
+            torch.mm(a[l], W[l].T)  # encodeInput
+        for l in range(1, len(W)):  # the code solves through f_{l+1} (the head for the top code)
+            for _ in range(K - 1):
+                torch.mm(a[l], W[l].T)
+            for _ in range(K):
+                torch.mm(d[l], W[l])
+        torch.mm(a[-1], W[-1].T), torch.mm(d[-1].T, a[-1])  # output layer: forward, dW
+        for l, mem in enumerate(mems):  # updateMemory and the BCD sweep of eq. 7
+            mem.update(a[l], d[l])
+            memory.bcd(W_aug[l], mem.A_low, mem.B, cfg.optim.bcd_sweeps, cfg.optim.ridge)
+
+    x, y = batch(model, batch_size, device)
+    fns = {"adam": lambda: adam.step(x, y), "am_mem": lambda: am.step(x, y), "products": products}
+    times = {k: [] for k in fns}
+    for i in range(warmup + steps):
+        for k, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            if i >= warmup:
+                times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1000 for k, v in times.items()}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(SHAPES))
@@ -172,6 +223,7 @@ def main():
     p.add_argument("--offline-epochs", type=int, default=3)
     p.add_argument("--no-offline", action="store_true")
     p.add_argument("--no-streams", action="store_true", help="skip the CUDA layer-concurrency measurement")
+    p.add_argument("--no-floor", action="store_true", help="skip timing AM-mem's dense products alone")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     args = p.parse_args()
     if args.threads:
@@ -195,6 +247,18 @@ def main():
         print("|" + "---|" * (2 + len(ONLINE)))
         for dev, model, peak in peaks:
             print(f"| {dev} | {model} | {' | '.join(fmt(peak[m], '.1f') for m in ONLINE)} |")
+    if not args.no_floor:
+        print("\nAM-mem's dense products alone (encoding, code solves, output layer, memories, BCD), "
+              "beside its whole step and Adam's: median ms")
+        print("| device | model | adam | am_mem | products alone | am_mem/adam | products alone/adam |")
+        print("|---|---|---|---|---|---|---|")
+        for dev in args.devices:
+            for model in args.models:
+                if model not in ("mlp_2x100", "mlp_2x500", "higgs_mlp"):
+                    continue  # AM-mem needs Linear layers; the RNN has no AM-mem
+                t = am_mem_products(model, args.mode, torch.device(dev), args.steps, args.warmup, args.batch_size)
+                print(f"| {dev} | {model} | {t['adam']:.2f} | {t['am_mem']:.2f} | {t['products']:.2f} | "
+                      f"{t['am_mem'] / t['adam']:.2f} | {t['products'] / t['adam']:.2f} |", flush=True)
     if "cuda" in args.devices and not args.no_streams:
         print("\nAM-Adam weight update on CUDA: one fused backward vs each layer on its own stream (ms)")
         print("| model | fused | streams | streams/fused |\n|---|---|---|---|")

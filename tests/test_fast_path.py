@@ -181,3 +181,21 @@ def test_linear_bn_declines_other_layers():
     assert LinearBN.of(nn.Sequential(nn.Linear(3, 3), nn.ReLU())) is None
     assert LinearBN.of(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, momentum=None))) is None
     assert LinearBN.of(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))) is not None
+
+
+def test_small_cpu_batchnorm_runs_on_one_thread_and_restores_the_pool(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        original = torch.native_batch_norm
+        monkeypatch.setattr(torch, "native_batch_norm",
+                            lambda *args: seen.append(torch.get_num_threads()) or original(*args))
+        closed = LinearBN.of(nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4)))
+        closed.forward(torch.randn(32, 8))
+        big = LinearBN.of(nn.Sequential(nn.Linear(8, 1024), nn.BatchNorm1d(1024)))
+        big.forward(torch.randn(128, 8))  # 131,072 elements: the pool's threads
+        assert seen == [1, 2]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

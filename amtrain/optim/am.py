@@ -61,6 +61,9 @@ class OnlineAM(Trainer):
         self.mu = mu
         self.mode = Mode(mode)
         self.codes_cfg = codes_cfg
+        # K steps of Nesterov SGD per code (Alg. 2.2); plain values, read once (not per batch)
+        self.code_solver = dict(lr=float(codes_cfg.lr), iters=int(codes_cfg.iters),
+                                momentum=float(codes_cfg.momentum), nesterov=bool(codes_cfg.nesterov))
         self.fast = bool(fast)
         # f_l and the head in closed form, where they are Linear [+ BatchNorm1d]
         self.f = [LinearBN.of(b.f) if self.fast else None for b in net.blocks]
@@ -111,7 +114,7 @@ class OnlineAM(Trainer):
     def update_codes(self, c0: List[torch.Tensor], y: torch.Tensor, mu: float) -> List[torch.Tensor]:
         """updateCodes: solve eq. 4 for c_L, then eq. 5 for l = L-1..1, top-down."""
         net, cc, L, fast = self.net, self.codes_cfg, self.net.L, self.fast
-        solve = dict(mu=mu, mode=self.mode, lr=cc.lr, iters=cc.iters, momentum=cc.momentum, nesterov=cc.nesterov)
+        solve = dict(mu=mu, mode=self.mode, **self.code_solver)
         z0 = self._encoded(c0)  # z0[l] = f_{l+2}'s linear part at c^0_{l+1} (the head's for l = L-1)
         c = list(c0)
         # eq. 4: the top code trades the loss against staying near its forward value
@@ -197,7 +200,6 @@ class AMMem(OnlineAM):
     """AM-mem: co-activation memories A_l, B_l and block-coordinate descent on eq. 7."""
 
     def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, cfg):
-        super().__init__(net, mu, mode, cfg.codes, cfg.fast)
         for l, block in enumerate(net.blocks):
             if not block.is_linear_in_weights():
                 kind = type(block.linear()).__name__
@@ -207,7 +209,9 @@ class AMMem(OnlineAM):
                     "set model.batchnorm=false, or use optim=am_adam for convolutional models")
         if cfg.solver not in ("bcd", "exact"):
             raise ConfigError(f"optim.solver='{cfg.solver}' is unknown: use bcd or exact")
+        super().__init__(net, mu, mode, cfg.codes, cfg.fast)
         self.cfg = cfg
+        self.solver, self.bcd_sweeps, self.ridge = str(cfg.solver), int(cfg.bcd_sweeps), float(cfg.ridge)
         self.reset_memories()
         self.opt = torch.optim.Adam(net.head.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.schedulers = make_step_lr(self.opt, cfg.schedule)
@@ -246,10 +250,10 @@ class AMMem(OnlineAM):
     @torch.no_grad()
     def fit_layer(self, lin: torch.nn.Linear, mem: memory.CoActivationMemory) -> None:
         W = torch.cat([lin.weight, lin.bias[:, None]], dim=1) if lin.bias is not None else lin.weight.clone()
-        if self.cfg.solver == "exact":
-            W = memory.exact(mem.A, mem.B, self.cfg.ridge)
+        if self.solver == "exact":
+            W = memory.exact(mem.A, mem.B, self.ridge)
         else:
-            W = memory.bcd(W, mem.A_low, mem.B, self.cfg.bcd_sweeps, self.cfg.ridge)
+            W = memory.bcd(W, mem.A_low, mem.B, self.bcd_sweeps, self.ridge)
         if lin.bias is not None:
             lin.weight.copy_(W[:, :-1])
             lin.bias.copy_(W[:, -1])

@@ -6,6 +6,8 @@ handled by appending a constant 1 to a, so W = [W | b].
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -43,21 +45,30 @@ class CoActivationMemory:
     def update(self, a: torch.Tensor, c: torch.Tensor) -> None:
         """A <- forget*A + sum_i a_i a_i^T,  B <- forget*B + sum_i c_i a_i^T (batch rows are samples)."""
         a = self._augment(a)
-        self.A_low.mul_(self.forget)
+        if self.forget != 1.0:  # (the paper's plain sums skip two full passes over A and B)
+            self.A_low.mul_(self.forget)
+            self.B.mul_(self.forget)
         for s, e in _blocks(a.shape[1]):  # column block s:e, rows s: (the lower block triangle)
             self.A_low[s:, s:e].addmm_(a[:, s:].T, a[:, s:e])
-        self.B.mul_(self.forget).addmm_(c.T, a)
+        self.B.addmm_(c.T, a)
 
 
 def symmetric_from_lower(A_low: torch.Tensor) -> torch.Tensor:
     return torch.tril(A_low) + torch.tril(A_low, -1).T
 
 
+@functools.lru_cache(maxsize=16)
+def _strictly_lower_mask(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """1 below the diagonal, 0 on and above it (multiplying by it is faster than torch.tril)."""
+    return torch.ones(size, size, device=device, dtype=dtype).tril_(-1)
+
+
 def times_strictly_lower(W: torch.Tensor, A_low: torch.Tensor) -> torch.Tensor:
     """W @ tril(A, -1), reading only the lower block triangle of A (about 2/3 of a full product)."""
     out = torch.empty_like(W)
     for s, e in _blocks(A_low.shape[0]):
-        torch.mm(W[:, s:e], torch.tril(A_low[s:e, s:e], -1), out=out[:, s:e])  # the diagonal block
+        diagonal_block = A_low[s:e, s:e] * _strictly_lower_mask(e - s, A_low.device, A_low.dtype)
+        torch.mm(W[:, s:e], diagonal_block, out=out[:, s:e])
         if e < A_low.shape[0]:
             out[:, s:e].addmm_(W[:, e:], A_low[e:, s:e])  # the blocks below it
     return out
