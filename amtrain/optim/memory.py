@@ -87,19 +87,25 @@ def bcd(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, sweeps: int = 1, ridg
     same iterate as the column loop, without n small steps. Columns with A_jj + ridge = 0
     (an input that never fired, no ridge) are left as they are. Returns the new W.
     """
-    d = torch.diagonal(A) + ridge
+    diagonal = torch.diagonal(A)
+    d = diagonal + ridge
     # A_jj >= 0 (a sum of squares), so with a ridge no column is dead
     dead = None if ridge > eps else d <= eps
+    A_jj = diagonal.clone()
     # A is symmetric, so (D + U)^T = D + L: the solve is (D + L) W_new^T = (B - W_old L)^T,
-    # the solver's fast orientation. Only A's lower triangle is read (the memory may hold
-    # just that: CoActivationMemory.A_low); the solver ignores the upper triangle.
-    DL = A.clone()
-    DL.diagonal().copy_(d if dead is None else torch.where(dead, torch.ones_like(d), d))
-    for _ in range(sweeps):
-        rhs = B - times_strictly_lower(W, A)  # B - W L
-        if dead is not None:  # a dead column has A[:, j] = 0, b_j = 0: keep w_j (no host sync)
-            rhs = torch.where(dead, W, rhs)
-        W = torch.linalg.solve_triangular(DL, rhs.T, upper=False).T
+    # the solver's fast orientation. The solver reads only A's lower triangle (the memory
+    # may hold just that: CoActivationMemory.A_low), and D + L is A's lower triangle with
+    # the diagonal + ridge: it is written into A for the solves and A_jj put back after
+    # (a copy of A would cost more than the solve's arithmetic on this size).
+    try:
+        diagonal.copy_(d if dead is None else torch.where(dead, torch.ones_like(d), d))
+        for _ in range(sweeps):
+            rhs = B - times_strictly_lower(W, A)  # B - W L (L excludes the diagonal)
+            if dead is not None:  # a dead column has A[:, j] = 0, b_j = 0: keep w_j (no host sync)
+                rhs = torch.where(dead, W, rhs)
+            W = torch.linalg.solve_triangular(A, rhs.T, upper=False).T
+    finally:
+        diagonal.copy_(A_jj)
     return W
 
 
