@@ -17,6 +17,7 @@ from conftest import am_adam_cfg
 
 CASES = [(Mode.release, "relu", 10), (Mode.paper, "relu", 10), (Mode.paper, "tanh", 10), (Mode.release, "tanh", 1),
          (Mode.paper, "relu", 1)]
+STEP_CASES = CASES + [(Mode.release, "sign", 10)]  # sign: codes by autograd, weights in closed form
 
 
 def net_for(mode, act, n_out, seed=0):
@@ -88,7 +89,7 @@ def assert_same_state(net_a, net_b):
         torch.testing.assert_close(p, q)
 
 
-@pytest.mark.parametrize("mode, act, n_out", CASES)
+@pytest.mark.parametrize("mode, act, n_out", STEP_CASES)
 def test_whole_steps_agree_with_the_reference(mode, act, n_out):
     """Trainer.step end to end: the reuse of z_1 in layer 1's weight step only happens here."""
     reference, fast = net_for(mode, act, n_out), net_for(mode, act, n_out)
@@ -199,3 +200,21 @@ def test_small_cpu_batchnorm_runs_on_one_thread_and_restores_the_pool(monkeypatc
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_lenet_steps_mix_closed_forms_and_autograd_like_the_reference(batchnorm):
+    """Conv blocks go through autograd, the FC blocks and the head in closed form, in one step."""
+    from amtrain.models import lenet5
+    torch.manual_seed(0)
+    reference = lenet5((1, 28, 28), 10, batchnorm=batchnorm).double()
+    fast = copy.deepcopy(reference)
+    am_ref = AMAdam(reference, MuSchedule(0.003), Mode.release, am_adam_cfg(0.008, fast=False))
+    am_fast = AMAdam(fast, MuSchedule(0.003), Mode.release, am_adam_cfg(0.008, fast=True))
+    assert [f is not None for f in am_fast.f] == [False, False, True, True] and am_fast.f_head is not None
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        x = torch.randn(16, 1, 28, 28, generator=g, dtype=torch.float64)
+        y = torch.randint(0, 10, (16,), generator=g)
+        torch.testing.assert_close(am_ref.step(x, y)[1], am_fast.step(x, y)[1])
+        assert_same_state(reference, fast)
