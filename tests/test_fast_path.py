@@ -148,6 +148,22 @@ def test_encoding_is_not_reused_for_other_inputs():
     assert_same_state(reference, fast)
 
 
+def test_encoding_is_not_reused_once_the_weights_moved():
+    """encode, a weight step, then codes from the same c^0: the encoding's products are stale."""
+    reference, fast = net_for(Mode.paper, "relu", 10), net_for(Mode.paper, "relu", 10)
+    am_ref = AMAdam(reference, MuSchedule(0.003), Mode.paper, am_adam_cfg(0.008, fast=False))
+    am_fast = AMAdam(fast, MuSchedule(0.003), Mode.paper, am_adam_cfg(0.008, fast=True))
+    x, y = data(10, 0)
+    codes = []
+    for am, net in ((am_ref, reference), (am_fast, fast)):
+        c0 = am.encode(x)
+        c = am.update_codes(c0, y, 0.003)
+        am.update_weights(net.activations(x, c), c, y, 0.003)
+        codes.append(am.update_codes(c0, y, 0.003))
+    for a, b in zip(*codes):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("bn", ["none", "train", "eval", "no_affine", "no_running"])
 def test_linear_bn_matches_autograd(bn):
     torch.manual_seed(0)

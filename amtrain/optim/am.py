@@ -41,11 +41,12 @@ def objective(net: LayeredNet, x: torch.Tensor, y: torch.Tensor, c: List[torch.T
 class Encoding(NamedTuple):
     """What encodeInput computed on the fast path, for reuse before the weights change:
     the codes c^0, every layer's linear part z_l = W_l a_{l-1} + b_l (None where f_l is not
-    Linear [+ BatchNorm]), the head's output as z_{L+1}, the input a_0, and W_1's version."""
+    Linear [+ BatchNorm]), the head's output as z_{L+1}, the input a_0, and the version
+    counters of the weights that made them (any in-place update changes them)."""
     c: List[torch.Tensor]
     z: List[Optional[torch.Tensor]]
     a0: torch.Tensor
-    w1_version: int
+    versions: tuple
 
 
 class OnlineAM(Trainer):
@@ -103,13 +104,20 @@ class OnlineAM(Trainer):
             c.append(block.f(a) if f is None else f.forward(a, z=z[-1])[0])
             a = block.sigma(c[-1])
         z.append(self.net.head(a))
-        self.encoding = Encoding(c, z, a0, self.net.blocks[0].linear().weight._version)
+        self.encoding = Encoding(c, z, a0, self._weight_versions())
         return c
+
+    def _weight_versions(self) -> tuple:
+        return tuple(p._version for p in self.net.parameters())
+
+    def _encoding_valid(self) -> bool:
+        """True while no weight has changed since the encoding."""
+        return self.encoding is not None and self.encoding.versions == self._weight_versions()
 
     def _encoded(self, c0: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
         """The encoding's z_2..z_{L+1} when c0 is its codes (else Nones: compute afresh)."""
-        e = self.encoding
-        return e.z[1:] if e is not None and e.c is c0 else [None] * self.net.L
+        valid = self._encoding_valid() and self.encoding.c is c0
+        return self.encoding.z[1:] if valid else [None] * self.net.L
 
     def update_codes(self, c0: List[torch.Tensor], y: torch.Tensor, mu: float) -> List[torch.Tensor]:
         """updateCodes: solve eq. 4 for c_L, then eq. 5 for l = L-1..1, top-down."""
@@ -161,9 +169,9 @@ class OnlineAM(Trainer):
         f = self.f[l]
         if f is None:
             return False
-        e = self.encoding  # layer 1 on the encoding's own input, W_1 unchanged: reuse z_1
-        reuse = l == 0 and e is not None and a_prev is e.a0 and f.weight._version == e.w1_version
-        pred, saved = f.forward(a_prev, z=e.z[0] if reuse else None)
+        # layer 1 on the encoding's own input, weights unchanged since: reuse z_1
+        reuse = l == 0 and self._encoding_valid() and a_prev is self.encoding.a0
+        pred, saved = f.forward(a_prev, z=self.encoding.z[0] if reuse else None)
         # d/dpred: 2 mu (pred - c*) / N (paper: per-sample sums, batch mean); 2 (pred - c*) / numel (mse)
         scale = 2.0 * mu / c_l.shape[0] if self.mode == Mode.paper else 2.0 / c_l.numel()
         f.set_param_grads((pred - c_l).mul_(scale), saved, a_prev)
