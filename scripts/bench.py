@@ -54,6 +54,21 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def interleaved(fns, steps, warmup, device):
+    """Call every fn(round) once per round, round-robin so that all see the same machine
+    state; median ms of each over the rounds after the warm-up ones."""
+    times = {k: [] for k in fns}
+    for i in range(warmup + steps):
+        for k, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn(i)
+            sync(device)
+            if i >= warmup:
+                times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1000 for k, v in times.items()}
+
+
 def buildable(methods, model, mode, device):
     """The trainers a model supports (AM-mem and ADMM need Linear layers): name -> trainer or None."""
     out = {}
@@ -75,24 +90,16 @@ def bench_online(model, mode, device, steps, warmup, batch_size):
     built = buildable(ONLINE, model, mode, device)
     trainers = {m: t for m, t in built.items() if t is not None}
     batches = [batch(model, batch_size, device, seed=s) for s in range(8)]
-    times = {m: [] for m in trainers}
+    median = interleaved({m: (lambda i, tr=tr: tr.step(*batches[i % len(batches)])) for m, tr in trainers.items()},
+                         steps, warmup, device)
     peak = {}
-    for i in range(warmup + steps):
-        for m, tr in trainers.items():  # round-robin: same conditions for every method
-            x, y = batches[i % len(batches)]
-            sync(device)
-            t0 = time.perf_counter()
-            tr.step(x, y)
-            sync(device)
-            if i >= warmup:
-                times[m].append(time.perf_counter() - t0)
     if device.type == "cuda":
         for m, tr in trainers.items():
             torch.cuda.reset_peak_memory_stats(device)
             tr.step(*batches[0])
             sync(device)
             peak[m] = torch.cuda.max_memory_allocated(device) / 2**20
-    ms = {m: statistics.median(times[m]) * 1000 if m in times else None for m in ONLINE}
+    ms = {m: median.get(m) for m in ONLINE}
     return ms, {m: peak.get(m) for m in ONLINE} if peak else {}
 
 
@@ -148,16 +155,7 @@ def weight_update_streams(model, mode, device, steps, warmup, batch_size):
             main_stream.wait_stream(st)
         tr.opt.step()
 
-    times = {"fused": [], "streams": []}
-    for i in range(warmup + steps):
-        for name, fn in (("fused", fused), ("streams", concurrent)):
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) * 1000 for k, v in times.items()}
+    return interleaved({"fused": lambda i: fused(), "streams": lambda i: concurrent()}, steps, warmup, device)
 
 
 def am_mem_products(model, mode, device, steps, warmup, batch_size):
@@ -198,17 +196,8 @@ def am_mem_products(model, mode, device, steps, warmup, batch_size):
             memory.bcd(W_aug[l], mem.A_low, mem.B, cfg.optim.bcd_sweeps, cfg.optim.ridge)
 
     x, y = batch(model, batch_size, device)
-    fns = {"adam": lambda: adam.step(x, y), "am_mem": lambda: am.step(x, y), "products": products}
-    times = {k: [] for k in fns}
-    for i in range(warmup + steps):
-        for k, fn in fns.items():
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            if i >= warmup:
-                times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) * 1000 for k, v in times.items()}
+    return interleaved({"adam": lambda i: adam.step(x, y), "am_mem": lambda i: am.step(x, y),
+                        "products": lambda i: products()}, steps, warmup, device)
 
 
 def main():

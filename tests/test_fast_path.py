@@ -53,11 +53,22 @@ def test_closed_form_gradients_equal_autograd(mode, act, n_out):
                 torch.testing.assert_close(p, q)
 
 
-@pytest.mark.parametrize("mode, act, n_out", CASES)
-def test_fast_and_reference_paths_give_the_same_step(mode, act, n_out):
+def am_adam_pair(mode, act="relu", n_out=10):
+    """The same network twice, trained by the reference (autograd) and the fast AM-Adam."""
     reference, fast = net_for(mode, act, n_out), net_for(mode, act, n_out)
     am_ref = AMAdam(reference, MuSchedule(0.003), mode, am_adam_cfg(0.008, fast=False))
     am_fast = AMAdam(fast, MuSchedule(0.003), mode, am_adam_cfg(0.008, fast=True))
+    return reference, fast, am_ref, am_fast
+
+
+def assert_same_state(net_a, net_b):
+    for p, q in zip(list(net_a.parameters()) + list(net_a.buffers()), list(net_b.parameters()) + list(net_b.buffers())):
+        torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize("mode, act, n_out", CASES)
+def test_fast_and_reference_paths_give_the_same_step(mode, act, n_out):
+    reference, fast, am_ref, am_fast = am_adam_pair(mode, act, n_out)
     for seed in range(3):
         x, y = data(n_out, seed)
         c_ref = am_ref.update_codes(am_ref.encode(x), y, 0.003)
@@ -66,9 +77,7 @@ def test_fast_and_reference_paths_give_the_same_step(mode, act, n_out):
             torch.testing.assert_close(a, b)
         am_ref.update_weights(reference.activations(x, c_ref), c_ref, y, 0.003)
         am_fast.update_weights(fast.activations(x, c_fast), c_fast, y, 0.003)
-        for p, q in zip(list(reference.parameters()) + list(reference.buffers()),
-                        list(fast.parameters()) + list(fast.buffers())):
-            torch.testing.assert_close(p, q)
+        assert_same_state(reference, fast)
 
 
 def am_mem_cfg(fast):
@@ -84,17 +93,10 @@ def am_mem_cfg(fast):
     return Cfg
 
 
-def assert_same_state(net_a, net_b):
-    for p, q in zip(list(net_a.parameters()) + list(net_a.buffers()), list(net_b.parameters()) + list(net_b.buffers())):
-        torch.testing.assert_close(p, q)
-
-
 @pytest.mark.parametrize("mode, act, n_out", STEP_CASES)
 def test_whole_steps_agree_with_the_reference(mode, act, n_out):
     """Trainer.step end to end: the reuse of z_1 in layer 1's weight step only happens here."""
-    reference, fast = net_for(mode, act, n_out), net_for(mode, act, n_out)
-    am_ref = AMAdam(reference, MuSchedule(0.003), mode, am_adam_cfg(0.008, fast=False))
-    am_fast = AMAdam(fast, MuSchedule(0.003), mode, am_adam_cfg(0.008, fast=True))
+    reference, fast, am_ref, am_fast = am_adam_pair(mode, act, n_out)
     for seed in range(4):
         x, y = data(n_out, seed)
         loss_ref, out_ref = am_ref.step(x, y)
@@ -136,9 +138,7 @@ def test_the_fast_step_reuses_the_encoding(monkeypatch):
 
 def test_encoding_is_not_reused_for_other_inputs():
     """update_weights on activations that are not the encoding's (e.g. offline AM) computes afresh."""
-    reference, fast = net_for(Mode.release, "relu", 10), net_for(Mode.release, "relu", 10)
-    am_ref = AMAdam(reference, MuSchedule(0.003), Mode.release, am_adam_cfg(0.008, fast=False))
-    am_fast = AMAdam(fast, MuSchedule(0.003), Mode.release, am_adam_cfg(0.008, fast=True))
+    reference, fast, am_ref, am_fast = am_adam_pair(Mode.release)
     x, y = data(10, 0)
     x2, y2 = data(10, 1)
     for am, net in ((am_ref, reference), (am_fast, fast)):
@@ -150,9 +150,7 @@ def test_encoding_is_not_reused_for_other_inputs():
 
 def test_encoding_is_not_reused_once_the_weights_moved():
     """encode, a weight step, then codes from the same c^0: the encoding's products are stale."""
-    reference, fast = net_for(Mode.paper, "relu", 10), net_for(Mode.paper, "relu", 10)
-    am_ref = AMAdam(reference, MuSchedule(0.003), Mode.paper, am_adam_cfg(0.008, fast=False))
-    am_fast = AMAdam(fast, MuSchedule(0.003), Mode.paper, am_adam_cfg(0.008, fast=True))
+    reference, fast, am_ref, am_fast = am_adam_pair(Mode.paper)
     x, y = data(10, 0)
     codes = []
     for am, net in ((am_ref, reference), (am_fast, fast)):

@@ -1,0 +1,22 @@
+"""scripts/bench.py runs end to end on tiny settings and prints its tables (timings are not checked)."""
+import re
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_bench_prints_every_table():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--models", "mlp_2x100", "higgs_mlp", "--steps", "2",
+         "--warmup", "1", "--offline-rows", "400", "--offline-epochs", "1"],
+        capture_output=True, text=True, timeout=300, check=True).stdout
+    number = r"\d+\.\d+"
+    # online methods: ms per step of adam, sgd, am_adam, am_mem, then the three ratios to Adam
+    for model in ("mlp_2x100", "higgs_mlp"):
+        assert re.search(rf"\| cpu \| {model} \|( {number} \|){{7}}", out), out
+    # AM-mem's products alone beside its step and Adam's
+    assert re.search(rf"\| cpu \| mlp_2x100 \|( {number} \|){{5}}", out.split("dense products alone")[1]), out
+    # full-batch methods (HIGGS is streamed: no row)
+    offline = out.split("Full-batch methods")[1]
+    assert re.search(rf"\| cpu \| mlp_2x100 \|( {number} \|){{4}}", offline) and "higgs_mlp" not in offline, out
