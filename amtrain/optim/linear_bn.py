@@ -20,6 +20,7 @@ from torch import nn
 # the fork costs more than the work: 35 us two-threaded against 13 us one-threaded for a
 # forward on the 2-core machine of our benchmark. Below this many elements the kernels
 # run on one thread (switching costs well under a microsecond); CUDA is unaffected.
+# torch's thread count is per process, and a trainer steps in one Python thread.
 SMALL_BATCHNORM = 1 << 16
 
 
