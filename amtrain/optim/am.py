@@ -78,8 +78,9 @@ class OnlineAM(Trainer):
             output = self.encoding.z[-1] if self.fast else self.net.head(self.net.blocks[-1].sigma(c0[-1]))
             loss = self.net.loss(output, y)
         c = self.update_codes(c0, y, mu)
-        # a_0 = x, a_l = sigma_l(c*_l), all detached (a_0 is the encoding's own tensor, see encode)
-        a = [self.encoding.a0 if self.fast else self.net.inputs(x)] + self.net.activations(x, c)[1:]
+        a = self.net.activations(x, c)  # a_0 = x, a_l = sigma_l(c*_l), all detached
+        if self.fast:
+            a[0] = self.encoding.a0  # the encoding's own input tensor: layer 1's step reuses z_1 on it
         self.update_weights(a, c, y, mu)
         self.mu.after_batch()
         return loss, output

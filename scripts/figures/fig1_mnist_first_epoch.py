@@ -12,6 +12,7 @@ def draw(df, a):
                         "mini-batches (200 samples each)", a.results, _plot.protocol_note(df, a.protocol),
                         first_epoch=True, max_x=50)
 
+
 def main(argv=None):
     return _plot.run(argv, __doc__, NAME, SWEEPS, draw)
 

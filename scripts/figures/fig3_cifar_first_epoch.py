@@ -12,6 +12,7 @@ def draw(df, a):
     return _plot.panels(df, NAME, "CIFAR-10, fully connected: online methods, first epoch", "step",
                         "mini-batches (200 samples each)", a.results, note, first_epoch=True, max_x=250)
 
+
 def main(argv=None):
     return _plot.run(argv, __doc__, NAME, SWEEPS, draw)
 
