@@ -1,18 +1,41 @@
-"""Typed configuration schema.
+"""Typed configuration schema, with each key's help and allowed values.
 
-Every YAML file under ``conf/`` extends one of these dataclasses (through its
-defaults list), so a misspelt key or a value of the wrong type fails when the
-config is composed, before any data is touched. Field comments are the help
-text for each option.
+Every YAML file under ``conf/`` extends one of these dataclasses (through its defaults
+list), so a misspelt key or a value of the wrong type fails when the config is composed,
+before any data is touched. Each field is declared with :func:`key`: its default, a
+one-line help text (``amtrain --help`` prints it) and the values it may take, which
+:func:`validate` checks in one pass over the composed config. The CLI runs that pass for
+single runs, for every point of a ``-m`` sweep before the first job starts, and for
+``--cfg``; :func:`amtrain.train.run` runs it again for callers from Python.
+
+This module imports neither torch nor the package's other modules: the CLI's checks
+stay fast.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from amtrain.errors import ConfigError
+
+
+def key(default, help: str, **check):
+    """A schema field: its default, its help line and its allowed values.
+
+    ``check`` may hold ``ge``, ``gt``, ``le``, ``lt`` (bounds; for a list, of each item),
+    ``choices`` (a tuple of allowed values) and ``length`` (a list's exact length).
+    ``None`` always passes for an Optional field (it means "off" or "all").
+    """
+    meta = {"help": help, "check": check}
+    if isinstance(default, list) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda d=default: (list(d) if isinstance(d, list) else dataclasses.replace(d)),
+                     metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 class Mode(str, Enum):
@@ -28,14 +51,17 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "sign")
+
+
 # ----------------------------------------------------------------------------- data
 @dataclass
 class DatasetConfig:
-    name: str = MISSING
-    root: str = "${oc.env:AMTRAIN_DATA,data}"  # folder holding the dataset files (env AMTRAIN_DATA)
-    download: bool = True  # fetch missing files with torchvision (needs internet)
-    train_size: Optional[int] = None  # use only the first n training samples (null: all)
-    val_size: int = 0  # hold out the last n training samples as a validation split
+    name: str = key(MISSING, "the dataset")
+    root: str = key("${oc.env:AMTRAIN_DATA,data}", "folder holding the dataset files (default: $AMTRAIN_DATA, else ./data)")
+    download: bool = key(True, "fetch missing files with torchvision (needs internet)")
+    train_size: Optional[int] = key(None, "use only the first n training samples (null: all)", ge=1)
+    val_size: int = key(0, "hold out the last n training samples as a validation split (0: none)", ge=0)
 
 
 @dataclass
@@ -51,161 +77,168 @@ class CIFAR10Config(DatasetConfig):
 @dataclass
 class SyntheticConfig(DatasetConfig):
     name: str = "synthetic"
-    download: bool = False
-    n_train: int = 2000  # training samples generated
-    n_test: int = 1000  # test samples generated
-    n_features: int = 20  # input dimension
-    n_classes: int = 4  # number of classes
-    clusters_per_class: int = 2  # Gaussian clusters per class (2+: not linearly separable)
-    noise: float = 1.0  # std of each cluster around its centre
-    data_seed: int = 1234  # the problem itself; the run seed only changes init and order
+    download: bool = key(False, "not used: the data is generated")
+    n_train: int = key(2000, "training samples generated", ge=1)
+    n_test: int = key(1000, "test samples generated", ge=1)
+    n_features: int = key(20, "input dimension", ge=1)
+    n_classes: int = key(4, "number of classes", ge=2)
+    clusters_per_class: int = key(2, "Gaussian clusters per class (2 or more: not linearly separable)", ge=1)
+    noise: float = key(1.0, "std of each cluster around its centre", ge=0)
+    data_seed: int = key(1234, "the problem itself; the run's seed changes only init and order", ge=0)
 
 
 @dataclass
 class HiggsConfig(DatasetConfig):
     name: str = "higgs"
-    download: bool = False
-    path: Optional[str] = None  # the converted HDF5 file (null: <root>/HIGGS/HIGGS.h5)
-    standardize: bool = True  # subtract the training mean, divide by the std (stored in the file)
-    block_rows: int = 65536  # rows read per contiguous block
-    buffer_blocks: int = 8  # blocks shuffled together (memory: block_rows * buffer_blocks * 116 bytes)
-    num_workers: int = 0  # DataLoader worker processes reading the file (0: in the training process)
+    download: bool = key(False, "not used: convert HIGGS.csv.gz with amtrain-higgs-convert")
+    path: Optional[str] = key(None, "the converted HDF5 file (null: <root>/HIGGS/HIGGS.h5)")
+    standardize: bool = key(True, "subtract the training mean, divide by the std (stored in the file)")
+    block_rows: int = key(65536, "rows read per contiguous block", ge=1)
+    buffer_blocks: int = key(8, "blocks shuffled together (memory: block_rows * buffer_blocks * 116 bytes)", ge=1)
+    num_workers: int = key(0, "DataLoader worker processes reading the file (0: in the training process)", ge=0)
 
 
 # ----------------------------------------------------------------------------- model
 @dataclass
 class MLPConfig:
-    name: str = "mlp"  # the preset's label in outputs
-    arch: str = "mlp"  # which builder (amtrain.models.build_model)
-    hidden: List[int] = field(default_factory=lambda: [100, 100])  # hidden widths m_1..m_L
-    activation: str = "relu"  # sigma_l for hidden layers: relu | tanh | sigmoid | sign
-    activations: Optional[List[str]] = None  # one per hidden layer (overrides activation), e.g. [sign, tanh]
-    batchnorm: bool = False  # BatchNorm after each hidden Linear (part of f_l, so of the code)
-    hidden_bias: bool = True  # bias in hidden Linear layers
-    single_logit: bool = False  # binary problems: one output and the logistic loss
+    name: str = key("mlp", "the preset's label in outputs")
+    arch: str = key("mlp", "which builder (amtrain.models.build_model)", choices=("mlp",))
+    hidden: List[int] = key([100, 100], "hidden widths m_1..m_L", ge=1)
+    activation: str = key("relu", "sigma_l of every hidden layer", choices=ACTIVATIONS)
+    activations: Optional[List[str]] = key(None, "one activation per hidden layer (overrides activation), e.g. [sign, tanh]",
+                                           choices=ACTIVATIONS)
+    batchnorm: bool = key(False, "BatchNorm after each hidden Linear (part of f_l, so of the code)")
+    hidden_bias: bool = key(True, "bias in the hidden Linear layers")
+    single_logit: bool = key(False, "binary problems: one output and the logistic loss")
 
 
 @dataclass
 class LeNetConfig:
-    name: str = "lenet5"
-    arch: str = "lenet5"  # conv(6,5)-pool-conv(16,5)-pool-FC-FC-FC; codes: each layer's pre-activation map
-    channels: List[int] = field(default_factory=lambda: [6, 16])  # conv layers' output channels
-    kernel: int = 5
-    fc: List[int] = field(default_factory=lambda: [120, 84])  # hidden FC widths
-    activation: str = "relu"
-    batchnorm: bool = False  # BatchNorm2d after each conv, BatchNorm1d after each hidden FC
-    hidden_bias: bool = True
-    single_logit: bool = False
+    name: str = key("lenet5", "the preset's label in outputs")
+    arch: str = key("lenet5", "conv(6,5)-pool-conv(16,5)-pool-FC-FC-FC; codes: each layer's pre-activation map",
+                    choices=("lenet5",))
+    channels: List[int] = key([6, 16], "the conv layers' output channels", ge=1)
+    kernel: int = key(5, "conv kernel size", ge=1)
+    fc: List[int] = key([120, 84], "hidden FC widths", ge=1)
+    activation: str = key("relu", "sigma_l of every hidden layer", choices=ACTIVATIONS)
+    batchnorm: bool = key(False, "BatchNorm2d after each conv, BatchNorm1d after each hidden FC")
+    hidden_bias: bool = key(True, "bias in the hidden layers")
+    single_logit: bool = key(False, "binary problems: one output and the logistic loss")
 
 
 @dataclass
 class RNNConfig:
-    name: str = "rnn"
-    arch: str = "rnn"  # Elman RNN over the input read as a sequence (sequential MNIST: 784 one-pixel steps)
-    hidden: int = 15  # d, hidden units
-    n_inputs: int = 1  # inputs per step (1: one pixel at a time)
-    activation: str = "tanh"  # the recurrence (fixed: tanh)
-    recurrent_init: str = "default"  # W_h at start: default (torch's uniform) | orthogonal | identity
-    batchnorm: bool = False  # not used: no BatchNorm in the recurrence (the key exists for mode=...)
-    hidden_bias: bool = True
-    single_logit: bool = False
+    name: str = key("rnn", "the preset's label in outputs")
+    arch: str = key("rnn", "Elman RNN over the input read as a sequence (sequential MNIST: 784 one-pixel steps)",
+                    choices=("rnn",))
+    hidden: int = key(15, "d, hidden units", ge=1)
+    n_inputs: int = key(1, "inputs per step (1: one pixel at a time; 28: one image row)", ge=1)
+    activation: str = key("tanh", "the recurrence (fixed: tanh)", choices=("tanh",))
+    recurrent_init: str = key("default", "W_h at start: default (torch's uniform) | orthogonal | identity",
+                              choices=("default", "orthogonal", "identity"))
+    batchnorm: bool = key(False, "not used: no BatchNorm in the recurrence (the key exists for mode=...)")
+    hidden_bias: bool = key(True, "bias of the recurrence")
+    single_logit: bool = key(False, "binary problems: one output and the logistic loss")
 
 
 # ----------------------------------------------------------------------------- optimisers
 @dataclass
 class LRScheduleConfig:
-    step_epochs: int = 0  # multiply the learning rate by gamma every n epochs (0: constant)
-    gamma: float = 0.5
+    step_epochs: int = key(0, "multiply the learning rate by gamma every n epochs (0: constant)", ge=0)
+    gamma: float = key(0.5, "the factor applied every step_epochs", gt=0)
 
 
 @dataclass
 class SGDConfig:
     name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0  # rescale the gradient to this global norm when above it (0: off); RNNs
-    schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
+    lr: float = key(0.1, "SGD step size", gt=0)
+    momentum: float = key(0.0, "heavy-ball momentum", ge=0, lt=1)
+    nesterov: bool = key(False, "Nesterov momentum (needs momentum > 0)")
+    weight_decay: float = key(0.0, "L2 penalty", ge=0)
+    grad_clip: float = key(0.0, "rescale the gradient to this global norm when above it (0: off); RNNs", ge=0)
+    schedule: LRScheduleConfig = key(LRScheduleConfig(), "step-size schedule")
 
 
 @dataclass
 class AdamConfig:
     name: str = "adam"
-    lr: float = 0.003
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0  # rescale the gradient to this global norm when above it (0: off); RNNs
-    schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
+    lr: float = key(0.003, "Adam step size", gt=0)
+    betas: List[float] = key([0.9, 0.999], "Adam's two moment decays", length=2, ge=0, lt=1)
+    weight_decay: float = key(0.0, "L2 penalty", ge=0)
+    grad_clip: float = key(0.0, "rescale the gradient to this global norm when above it (0: off); RNNs", ge=0)
+    schedule: LRScheduleConfig = key(LRScheduleConfig(), "step-size schedule")
 
 
 @dataclass
 class CodeSolverConfig:
     """K steps of SGD with (Nesterov) momentum from the forward value (Alg. 2.2)."""
 
-    lr: float = 0.3  # code step size
-    iters: int = 5  # K, steps per code sub-problem (eqs. 4-5)
-    momentum: float = 0.9
-    nesterov: bool = True
-    sign_step: str = "ste"  # codes under a sign activation: ste (straight-through, the release) | accept
+    lr: float = key(0.3, "code step size", gt=0)
+    iters: int = key(5, "K, steps per code sub-problem (eqs. 4-5); 0: no code update (codes stay at the forward value)",
+                     ge=0)
+    momentum: float = key(0.9, "momentum of the code steps", ge=0, lt=1)
+    nesterov: bool = key(True, "Nesterov momentum for the code steps")
+    sign_step: str = key("ste", "codes under a sign activation: ste (straight-through, the release) | accept",
+                         choices=("ste", "accept"))
 
 
 @dataclass
 class AMAdamConfig:
     name: str = "am_adam"
-    codes: CodeSolverConfig = field(default_factory=CodeSolverConfig)
-    fast: bool = True  # closed-form gradients for Linear [+ BN] layers, encoding reused (false: autograd, the reference)
-    lr: float = 0.008  # Adam step for every layer's local problem (eq. 6) and the output layer
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_iters: int = 1  # Adam steps per layer per mini-batch
-    schedule: LRScheduleConfig = field(default_factory=lambda: LRScheduleConfig(step_epochs=8))
+    codes: CodeSolverConfig = key(CodeSolverConfig(), "the code sub-problems (eqs. 4-5)")
+    fast: bool = key(True, "closed-form gradients for Linear [+ BN] layers, encoding reused (false: autograd, the reference)")
+    lr: float = key(0.008, "Adam step of every layer's local problem (eq. 6) and of the output layer", gt=0)
+    betas: List[float] = key([0.9, 0.999], "Adam's two moment decays", length=2, ge=0, lt=1)
+    weight_iters: int = key(1, "Adam steps per layer per mini-batch", ge=1)
+    schedule: LRScheduleConfig = key(LRScheduleConfig(step_epochs=8), "step-size schedule (the release halves every 8 epochs)")
 
 
 @dataclass
 class AMMemConfig:
     name: str = "am_mem"
-    codes: CodeSolverConfig = field(default_factory=CodeSolverConfig)
-    fast: bool = True  # closed-form gradients for Linear [+ BN] layers, encoding reused (false: autograd, the reference)
-    bcd_sweeps: int = 1  # block-coordinate-descent sweeps over the columns of W_l per batch (eq. 7)
-    forget: float = 1.0  # A <- forget*A + a a^T (1: the paper's plain sums)
-    solver: str = "bcd"  # bcd (Mairal et al. 2009) | exact (Cholesky solve of W A = B)
-    ridge: float = 100.0  # Tikhonov term ridge*||W||^2 added to eq. 7 (both solvers; 0: the plain eq. 7)
-    lr: float = 0.008  # Adam step for the output layer, fit on the loss (Alg. 2.3 line 1)
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: LRScheduleConfig = field(default_factory=lambda: LRScheduleConfig(step_epochs=8))
+    codes: CodeSolverConfig = key(CodeSolverConfig(), "the code sub-problems (eqs. 4-5)")
+    fast: bool = key(True, "closed-form gradients for Linear [+ BN] layers, encoding reused (false: autograd, the reference)")
+    bcd_sweeps: int = key(1, "block-coordinate-descent sweeps over the columns of W_l per batch (eq. 7)", ge=1)
+    forget: float = key(1.0, "A <- forget*A + a a^T (1: the paper's plain sums)", gt=0, le=1)
+    solver: str = key("bcd", "bcd (Mairal et al. 2009) | exact (Cholesky solve of W A = B)", choices=("bcd", "exact"))
+    ridge: float = key(100.0, "Tikhonov term ridge*||W||^2 added to eq. 7 (both solvers; 0: the plain eq. 7)", ge=0)
+    lr: float = key(0.008, "Adam step of the output layer, fit on the loss (Alg. 2.3 line 1)", gt=0)
+    betas: List[float] = key([0.9, 0.999], "Adam's two moment decays", length=2, ge=0, lt=1)
+    schedule: LRScheduleConfig = key(LRScheduleConfig(step_epochs=8), "step-size schedule of the output layer")
 
 
 @dataclass
 class AMAdamOffConfig(AMAdamConfig):
     name: str = "am_adam_off"
-    passes: int = 1  # Adam passes over the frozen local problems per AM iteration (= epoch)
+    passes: int = key(1, "Adam passes over the frozen local problems per AM iteration (= epoch)", ge=1)
 
 
 @dataclass
 class AMMemOffConfig(AMMemConfig):
     name: str = "am_mem_off"
-    passes: int = 1  # Adam passes over the output loss per AM iteration (= epoch)
+    passes: int = key(1, "Adam passes over the output loss per AM iteration (= epoch)", ge=1)
 
 
 @dataclass
 class ADMMConfig:
     name: str = "admm"
-    beta: float = 1.0  # weight of the z = W a constraints
-    gamma: float = 10.0  # weight of the a = h(z) constraints
-    ridge: float = 0.0001  # ridge in the least-squares W updates, relative to the Gram's mean diagonal
-    warm_start: int = 10  # first iterations without the lambda update
-    output: str = "hinge"  # hinge (Taylor's binary hinge, one-vs-all) | ce (softmax / logistic prox)
-    newton_steps: int = 8  # Newton steps for the ce output prox
-    chunk_rows: int = 10000  # rows per chunk in Gram sums and sample-wise steps
-    state_memory_gb: float = 4.0  # z, a, lambda larger than this live in memory-mapped files
-    state_dir: Optional[str] = None  # where those files go (null: the system's temporary folder)
+    beta: float = key(1.0, "weight of the z = W a constraints", gt=0)
+    gamma: float = key(10.0, "weight of the a = h(z) constraints", gt=0)
+    ridge: float = key(0.0001, "ridge in the least-squares W updates, relative to the Gram's mean diagonal", ge=0)
+    warm_start: int = key(10, "first iterations without the lambda update", ge=0)
+    output: str = key("hinge", "hinge (Taylor's binary hinge, one-vs-all) | ce (softmax / logistic prox)",
+                      choices=("hinge", "ce"))
+    newton_steps: int = key(8, "Newton steps for the ce output prox", ge=1)
+    chunk_rows: int = key(10000, "rows per chunk in Gram sums and sample-wise steps", ge=1)
+    state_memory_gb: float = key(4.0, "z, a, lambda larger than this live in memory-mapped files", ge=0)
+    state_dir: Optional[str] = key(None, "where those files go (null: the system's temporary folder)")
 
 
 # ----------------------------------------------------------------------------- mu
 @dataclass
 class MuConfig:
-    name: str = MISSING
-    mu0: float = 0.003  # initial penalty weight mu of eq. 3
+    name: str = key(MISSING, "the schedule of mu")
+    mu0: float = key(0.003, "initial penalty weight mu of eq. 3", gt=0)
 
 
 @dataclass
@@ -216,23 +249,30 @@ class ConstantMuConfig(MuConfig):
 @dataclass
 class AdditiveMuConfig(MuConfig):
     name: str = "additive"
-    d_mu: float = 0.0003  # added after every mini-batch
-    mu_max: float = 0.03  # cap
+    d_mu: float = key(0.0003, "added to mu after every mini-batch", ge=0)
+    mu_max: float = key(0.03, "cap on mu (at least mu0)", gt=0)
 
 
 @dataclass
 class MultiplicativeMuConfig(MuConfig):
     name: str = "multiplicative"
-    factor: float = 1.1  # mu <- factor * mu after every epoch
-    mu_max: float = 0.03  # cap
+    factor: float = key(1.1, "mu <- factor * mu after every epoch", ge=1)
+    mu_max: float = key(0.03, "cap on mu (at least mu0)", gt=0)
 
 
 # ----------------------------------------------------------------------------- run
 @dataclass
 class EvalConfig:
-    first_epoch_batches: Optional[int] = 50  # test after each of the first n batches (null: all)
-    every_batches: int = 0  # also test every n batches throughout (0: off; HIGGS: 200)
-    batch_size: int = 10000  # evaluation batch size (memory only)
+    first_epoch_batches: Optional[int] = key(50, "test after each of the first n batches (null: every batch of epoch 1)", ge=0)
+    every_batches: int = key(0, "also test every n batches throughout (0: off; HIGGS: 200)", ge=0)
+    batch_size: int = key(10000, "evaluation batch size (memory only)", ge=1)
+
+
+@dataclass
+class DivergenceConfig:
+    loss_factor: Optional[float] = key(100.0, "stop as diverged when the mean training loss exceeds this multiple of "
+                                              "the first batch's (null: only NaN or inf stop a run)", gt=1)
+    check_weights: bool = key(True, "also stop when a weight is NaN or inf (checked at every evaluation)")
 
 
 @dataclass
@@ -241,16 +281,19 @@ class Config:
     model: Any = MISSING
     optim: Any = MISSING
     mu: Any = MISSING
-    mode: Mode = Mode.release
-    seed: int = 0  # one seed for init, data order and everything else
-    device: Device = Device.auto
-    epochs: int = 1
-    batch_size: int = 200
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
-    progress: bool = True  # progress bar (only ever drawn on a terminal)
-    name: str = "default"  # sweep name: --multirun jobs go to multirun/<name>/<overrides>
-    resume: bool = True  # in a --multirun sweep, skip jobs whose directory already has DONE
+    mode: Mode = key(Mode.release, "paper (eqs. 4-7 as written) | release (the authors' code: BN, mean losses)")
+    seed: int = key(0, "one seed for init, data order and everything else", ge=0)
+    device: Device = key(Device.auto, "auto (cuda when available) | cpu | cuda")
+    epochs: int = key(1, "passes over the training set (full-batch methods: iterations)", ge=1)
+    batch_size: int = key(200, "mini-batch size (full-batch methods: rows per chunk)", ge=1)
+    eval: EvalConfig = key(EvalConfig(), "when and how to evaluate")
+    divergence: DivergenceConfig = key(DivergenceConfig(), "when a run counts as diverged (exit 3)")
+    deterministic: bool = key(False, "torch.use_deterministic_algorithms (slower on CUDA)")
+    threads: Optional[int] = key(None, "torch threads per run (null: all cores; in a joblib or submitit sweep, "
+                                       "cores / parallel jobs)", ge=1)
+    progress: bool = key(True, "progress bar (only ever drawn on a terminal)")
+    name: str = key("default", "sweep name: --multirun jobs go to multirun/<name>/<overrides>")
+    resume: bool = key(True, "skip a run whose folder has DONE (false: rerun it, moving the old outputs aside)")
 
 
 SCHEMAS = {
@@ -265,6 +308,9 @@ SCHEMAS = {
     },
 }
 
+# Config groups picked automatically from the others; a user never chooses them.
+INTERNAL_GROUPS = ("mode_defaults", "tuned")
+
 
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore; YAML files extend them as ``/schema_<group>_<name>``.
@@ -276,3 +322,146 @@ def register_configs() -> None:
     for group, options in SCHEMAS.items():
         for name, node in options.items():
             cs.store(name=f"schema_{group}_{name}", node=node)
+
+
+# ----------------------------------------------------------------------------- validation
+def validate(cfg: DictConfig, choices: Optional[Mapping[str, Optional[str]]] = None) -> None:
+    """Check every key of a composed config against its schema; raise one ConfigError line.
+
+    ``choices`` (Hydra's ``runtime.choices``, when known) also checks that the internal
+    groups were not chosen by hand for another method or model.
+    """
+    problems = list(_walk(cfg, ""))
+    problems += _cross_checks(cfg)
+    if choices is not None:
+        problems += _internal_group_checks(cfg, choices)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+
+
+def fields_of(node) -> Optional[dict]:
+    """The schema fields of a structured config node, or None for a plain node."""
+    kind = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    if kind is None or not dataclasses.is_dataclass(kind):
+        return None
+    return {f.name: f for f in dataclasses.fields(kind)}
+
+
+def _walk(node: DictConfig, prefix: str) -> Iterator[str]:
+    fields = fields_of(node)
+    if fields is None:
+        return
+    for name in node.keys():
+        path = f"{prefix}{name}"
+        if not prefix and name == "hydra":  # Hydra's own node (cfg composed with return_hydra_config)
+            continue
+        if name not in fields:
+            yield (f"unknown config key '{path}' (added with +{path}=...): remove it; `amtrain --help` lists "
+                   "every key")
+            continue
+        value = node._get_node(name)
+        if isinstance(value, DictConfig) and fields_of(value) is not None:
+            yield from _walk(value, path + ".")
+            continue
+        check = fields[name].metadata.get("check") or {}
+        if check:
+            problem = _check_value(path, OmegaConf.to_object(value) if isinstance(value, ListConfig)
+                                   else node[name], check)
+            if problem:
+                yield problem
+
+
+def _describe(check: dict) -> str:
+    parts = []
+    for op, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+        if op in check:
+            parts.append(f"{sym} {check[op]:g}" if isinstance(check[op], float) else f"{sym} {check[op]}")
+    return " and ".join(parts)
+
+
+def _in_range(v, check: dict) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return True  # types are OmegaConf's job
+    return not (("gt" in check and not v > check["gt"]) or ("ge" in check and not v >= check["ge"])
+                or ("lt" in check and not v < check["lt"]) or ("le" in check and not v <= check["le"]))
+
+
+def _check_value(path: str, value: Any, check: dict) -> Optional[str]:
+    if value is None:
+        return None
+    shown = _show(value)
+    if "choices" in check:
+        items = value if isinstance(value, list) else [value]
+        bad = [v for v in items if str(getattr(v, "value", v)) not in check["choices"]]
+        if bad:
+            return f"{path}={shown} is not allowed: choose from {', '.join(check['choices'])}"
+    if isinstance(value, list):
+        if "length" in check and len(value) != check["length"]:
+            rng = f", each {_describe(check)}" if _describe(check) else ""
+            return f"{path}={shown} has {len(value)} values: give exactly {check['length']}{rng}"
+        if not value and "ge" in check:
+            return f"{path}={shown} is empty: give at least one value {_describe(check)}"
+        bad = [v for v in value if not _in_range(v, check)]
+        if bad:
+            return f"{path}={shown} is out of range: every value must be {_describe(check)}"
+        return None
+    if not _in_range(value, check):
+        return f"{path}={shown} is out of range: it must be {_describe(check)}"
+    return None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(getattr(value, "value", value))
+
+
+def _cross_checks(cfg: DictConfig) -> List[str]:
+    out = []
+    mu = cfg.get("mu")
+    if mu is not None and "mu_max" in mu and mu.mu_max < mu.mu0:
+        out.append(f"mu.mu_max={mu.mu_max:g} is below mu.mu0={mu.mu0:g}: raise mu.mu_max or lower mu.mu0")
+    ds = cfg.get("dataset")
+    if ds is not None and ds.get("train_size") and ds.get("val_size") and ds.val_size >= ds.train_size:
+        out.append(f"dataset.val_size={ds.val_size} leaves nothing to train on from dataset.train_size={ds.train_size}: "
+                   "make val_size smaller")
+    optim = cfg.get("optim")
+    if optim is not None and optim.get("nesterov") and optim.get("momentum") == 0:
+        out.append("optim.nesterov=true needs optim.momentum > 0: set optim.momentum=0.9 or optim.nesterov=false")
+    return out
+
+
+def _internal_group_checks(cfg: DictConfig, choices: Mapping[str, Optional[str]]) -> List[str]:
+    """``tuned`` and ``mode_defaults`` belong to one (method, model, mode): refuse them for another."""
+    optim, model, mode = choices.get("optim"), choices.get("model"), choices.get("mode")
+    expected = {"tuned": f"{optim}_{model}_{mode}", "mode_defaults": f"{optim}_{mode}"}
+    out = []
+    for group in INTERNAL_GROUPS:
+        chosen = choices.get(group)
+        if chosen is not None and chosen != expected[group]:
+            out.append(f"{group}={chosen} does not belong to this run (optim={optim}, model={model}, mode={mode}; "
+                       f"it would be {group}={expected[group]}): drop the {group}= override, it is picked "
+                       f"automatically, or give {group}=null")
+    return out
+
+
+def help_lines(cfg: DictConfig, prefix: str = "") -> Iterator[tuple]:
+    """(key, value, help) for every leaf of a composed config, in schema order."""
+    fields = fields_of(cfg) or {}
+    for name in cfg.keys():
+        path = f"{prefix}{name}"
+        if not prefix and name == "hydra":
+            continue
+        node = cfg._get_node(name)
+        if isinstance(node, DictConfig) and fields_of(node) is not None:
+            yield from help_lines(node, path + ".")
+            continue
+        f = fields.get(name)
+        help_text = f.metadata.get("help", "") if f is not None else ""
+        value = OmegaConf.to_object(node) if isinstance(node, ListConfig) else cfg[name]
+        yield path, _show(value) if value is not None else "null", help_text
