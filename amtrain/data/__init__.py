@@ -24,7 +24,7 @@ def build_data(cfg):
     else:
         raise ConfigError(f"unknown dataset '{cfg.name}'")
     try:
-        return data.subset(cfg.train_size, cfg.val_size)
+        return data.check().subset(cfg.train_size, cfg.val_size)
     except ValueError as e:
         raise ConfigError(str(e)) from e
 

@@ -6,6 +6,8 @@ from typing import Iterator, Optional, Tuple
 
 import torch
 
+from amtrain.errors import DataError
+
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
@@ -20,6 +22,7 @@ class TensorData:
     n_classes: int
     x_val: Optional[torch.Tensor] = None
     y_val: Optional[torch.Tensor] = None
+    source: str = "generated"  # where the samples came from (named in data errors)
 
     @property
     def in_shape(self) -> Tuple[int, ...]:
@@ -32,7 +35,18 @@ class TensorData:
     def to(self, device) -> "TensorData":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return TensorData(move(self.x_train), move(self.y_train), move(self.x_test), move(self.y_test),
-                          self.n_classes, move(self.x_val), move(self.y_val))
+                          self.n_classes, move(self.x_val), move(self.y_val), self.source)
+
+    def check(self) -> "TensorData":
+        """Refuse inputs holding NaN or inf and labels outside 0..n_classes-1 (bad data, not divergence)."""
+        for split, x, y in (("training", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            if not bool(torch.isfinite(x).all()):
+                raise DataError(f"{self.source}: the {split} inputs hold NaN or inf values: the files are corrupt; "
+                                "replace them")
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
+                raise DataError(f"{self.source}: the {split} labels leave 0..{self.n_classes - 1}: the files are "
+                                "corrupt; replace them")
+        return self
 
     def subset(self, train_size: Optional[int], val_size: int) -> "TensorData":
         """Keep the first ``train_size`` training samples, then hold out the last ``val_size`` of them."""
@@ -46,7 +60,7 @@ class TensorData:
             if val_size < 0 or val_size >= x.shape[0]:
                 raise ValueError(f"dataset.val_size={val_size} must be in 0..{x.shape[0] - 1}")
             x, x_val, y, y_val = x[:-val_size], x[-val_size:], y[:-val_size], y[-val_size:]
-        return TensorData(x, y, self.x_test, self.y_test, self.n_classes, x_val, y_val)
+        return TensorData(x, y, self.x_test, self.y_test, self.n_classes, x_val, y_val, self.source)
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         """One epoch in a fresh random order drawn from ``generator`` (on the CPU)."""

@@ -33,7 +33,10 @@ def read_batch(path: Path):
                         "or corrupt; delete it and download it again") from e
     if not isinstance(d, dict) or "data" not in d or "labels" not in d:
         raise DataError(f"{path} is not a CIFAR-10 python batch (no 'data'/'labels'): replace it")
-    x = np.asarray(d["data"], dtype=np.uint8)
+    x = np.asarray(d["data"])
+    if x.dtype != np.uint8:  # the real batches hold bytes; floats (possibly NaN) mean another file
+        raise DataError(f"{path} holds {x.dtype} pixels, CIFAR-10 batches hold uint8: replace it with the "
+                        "original batch file")
     y = np.asarray(d["labels"], dtype=np.int64)
     if x.ndim != 2 or x.shape[1] != 3072 or x.shape[0] != y.shape[0]:
         raise DataError(f"{path} holds data {x.shape} / labels {y.shape}, expected N x 3072 and N: replace it")
@@ -71,4 +74,4 @@ def load(root, download: bool) -> TensorData:
 
     x_train, y_train = stack(TRAIN)
     x_test, y_test = stack(TEST)
-    return TensorData(x_train, y_train, x_test, y_test, n_classes=10)
+    return TensorData(x_train, y_train, x_test, y_test, n_classes=10, source=str(batch_dir(root)))

@@ -81,7 +81,7 @@ def write_higgs(root, n_train: int = 800, n_test: int = 200, seed: int = 0) -> P
     src = folder / "HIGGS.csv.gz"
     with gzip.open(src, "wt") as fh:
         fh.write("\n".join(",".join(f"{v:.6e}" for v in r) for r in higgs_rows(n_train + n_test, seed)) + "\n")
-    convert(src, folder / "HIGGS.h5", test_rows=n_test)
+    convert(src, folder / "HIGGS.h5", test_rows=n_test, overwrite=True)
     src.unlink()
     return Path(root)
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from amtrain.data.higgs_convert import check_file
+from amtrain.errors import DataError
 
 class HiggsStream:
     """Mini-batches streamed from a converted HIGGS file.
@@ -72,6 +73,9 @@ class HiggsStream:
         f = self._h5()
         f[f"{split}/x"].read_direct(x, source_sel=np.s_[start:stop])
         f[f"{split}/y"].read_direct(y, source_sel=np.s_[start:stop])
+        if not (np.isfinite(x).all() and np.isin(y, (0.0, 1.0)).all()):  # about 1 ms per 65,536 rows
+            raise DataError(f"{self.path}: rows {start}..{stop - 1} of {split} hold NaN, inf or labels other than "
+                            "0/1: the file is corrupt; convert it again with amtrain-higgs-convert")
         if self.standardize:
             x -= self._mean
             x /= self._std

@@ -74,10 +74,11 @@ def _chunks(path: Path, chunk_rows: int) -> Iterator[np.ndarray]:
                     raise DataError(f"{path}: rows have {df.shape[1]} columns, expected {N_FEATURES + 1} "
                                     f"(label then {N_FEATURES} features): not a HIGGS file")
                 arr = df.to_numpy(dtype=np.float32, copy=False)
-                if np.isnan(arr).any():
-                    bad = line + int(np.isnan(arr).any(axis=1).argmax()) + 1
-                    raise DataError(f"{path}: line {bad} has missing values or fewer than "
-                                    f"{N_FEATURES + 1} columns: the file is truncated or corrupt")
+                finite = np.isfinite(arr)
+                if not finite.all():
+                    bad = line + int((~finite).any(axis=1).argmax()) + 1
+                    raise DataError(f"{path}: line {bad} has a NaN, inf or missing value (or fewer than "
+                                    f"{N_FEATURES + 1} columns): the file is corrupt; download it again")
                 line += arr.shape[0]
                 yield arr
     except DataError:
@@ -113,23 +114,44 @@ class _Welford:
         return np.sqrt(self.m2 / max(self.count - 1, 1))
 
 
+def check_output(sources: List[Path], dst, overwrite: bool = False) -> Path:
+    """Check, before any work, that the sources exist and ``dst`` can be written without
+    destroying anything: not a source, not a folder, not an existing file unless ``overwrite``."""
+    from amtrain.errors import OutputError
+    from amtrain.rundir import ensure_writable
+
+    dst = Path(dst).expanduser()
+    for path in sources:
+        if path.suffix in (".h5", ".hdf5"):
+            raise OutputError(f"{path} is given as a source but looks like an HDF5 output: name the output "
+                              f"with -o, e.g. amtrain-higgs-convert HIGGS.csv.gz -o {path}")
+        if not path.exists():
+            raise DataError(f"HIGGS source file not found: {path} (download HIGGS.csv.gz from the UCI repository)")
+        if path.resolve() == dst.resolve():
+            raise OutputError(f"the output {dst} is also a source: that would overwrite the text file; give another "
+                              f"-o, e.g. -o {path.with_suffix('.h5')}")
+    if dst.is_dir():
+        raise OutputError(f"the output {dst} is a folder: give a file name, e.g. -o {dst / FILE_NAME}")
+    if dst.exists() and not overwrite:
+        raise OutputError(f"the output {dst} exists: pass --force to replace it, or give another -o")
+    ensure_writable(dst.parent, "output folder", "give another -o")
+    return dst
+
+
 def convert(src, dst, test_rows: int = TEST_ROWS, chunk_rows: int = 500_000, block_rows: int = 16384,
-            compression: Optional[str] = None, progress=None) -> dict:
+            compression: Optional[str] = None, progress=None, overwrite: bool = False) -> dict:
     """Convert HIGGS text (csv/tsv, optionally gzipped; one file or several read in order) to HDF5.
 
     The last ``test_rows`` rows become the test split. Memory stays bounded by
-    ``test_rows + chunk_rows`` rows whatever the file's size. Returns a summary.
+    ``test_rows + chunk_rows`` rows whatever the file's size. An existing ``dst`` is
+    replaced only with ``overwrite``. Returns a summary.
     """
     import h5py
 
     sources = [Path(p).expanduser() for p in ([src] if isinstance(src, (str, os.PathLike)) else src)]
-    dst = Path(dst).expanduser()
-    for path in sources:
-        if not path.exists():
-            raise DataError(f"HIGGS source file not found: {path} (download HIGGS.csv.gz from the UCI repository)")
+    dst = check_output(sources, dst, overwrite)
     if test_rows < 1:
         raise DataError(f"test_rows={test_rows} must be at least 1")
-    dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     stats = _Welford(N_FEATURES)
     try:
@@ -185,17 +207,34 @@ def check_file(path) -> dict:
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"HIGGS HDF5 file not found: {path}; convert the UCI file first: "
-                        f"amtrain-higgs-convert HIGGS.csv.gz {path}")
+                        f"amtrain-higgs-convert HIGGS.csv.gz -o {path}")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not the HIGGS HDF5 file: set dataset.path to the .h5 file")
+    again = "convert it again with amtrain-higgs-convert"
     try:
         with h5py.File(path, "r") as f:
             if not f.attrs.get("complete", False):
-                raise DataError(f"{path} is an unfinished or foreign HDF5 file (no complete flag): "
-                                "run the conversion again")
+                raise DataError(f"{path} is an unfinished or foreign HDF5 file (no complete flag): {again}")
+            for name in ("train/x", "train/y", "test/x", "test/y", "stats/mean", "stats/std"):
+                if name not in f:
+                    raise DataError(f"{path} has no '{name}': not a file made by amtrain-higgs-convert; {again}")
+            for split in ("train", "test"):
+                x, y = f[f"{split}/x"], f[f"{split}/y"]
+                if x.ndim != 2 or x.shape[1] != N_FEATURES:
+                    raise DataError(f"{path}: {split}/x has shape {x.shape}, HIGGS has {N_FEATURES} features per "
+                                    f"row: {again}")
+                if y.ndim != 1 or y.shape[0] != x.shape[0]:
+                    raise DataError(f"{path}: {split} features ({x.shape[0]} rows) and labels {y.shape} differ: "
+                                    f"{again}")
+                if x.shape[0] == 0:
+                    raise DataError(f"{path}: the {split} split is empty: {again}")
+            for name in ("stats/mean", "stats/std"):
+                v = f[name][()]
+                if np.shape(v) != (N_FEATURES,) or not np.isfinite(v).all():
+                    raise DataError(f"{path}: {name} is {'not finite' if np.shape(v) == (N_FEATURES,) else 'of shape ' + str(np.shape(v))}"
+                                    f" (a NaN or inf in the training rows, or a foreign file): {again}")
             sizes = {"n_train": f["train/x"].shape[0], "n_test": f["test/x"].shape[0],
                      "n_features": f["train/x"].shape[1]}
-            for split in ("train", "test"):
-                if f[f"{split}/y"].shape[0] != f[f"{split}/x"].shape[0]:
-                    raise DataError(f"{path}: {split} features and labels differ in length: convert again")
     except DataError:
         raise
     except (OSError, KeyError) as e:
@@ -206,6 +245,16 @@ def check_file(path) -> dict:
 
 
 # ----------------------------------------------------------------------------- command
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def main(argv=None) -> int:
     root = os.environ.get("AMTRAIN_DATA", "data")
     p = argparse.ArgumentParser(
@@ -215,9 +264,11 @@ def main(argv=None) -> int:
                     "the test set.")
     p.add_argument("sources", nargs="+", help="HIGGS text file(s), e.g. HIGGS.csv.gz")
     p.add_argument("-o", "--out", default=str(default_path(root)),
-                   help="output HDF5 file (default: $AMTRAIN_DATA/HIGGS/HIGGS.h5, where dataset=higgs looks)")
-    p.add_argument("--test-rows", type=int, default=TEST_ROWS, help="rows at the end kept as the test set (500000)")
-    p.add_argument("--chunk-rows", type=int, default=500_000, help="rows parsed at a time (memory)")
+                   help="output HDF5 file (default: $AMTRAIN_DATA/HIGGS/HIGGS.h5, where dataset=higgs looks); "
+                        "e.g. amtrain-higgs-convert HIGGS.csv.gz -o data/HIGGS/HIGGS.h5")
+    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--test-rows", type=_positive, default=TEST_ROWS, help="rows at the end kept as the test set (500000)")
+    p.add_argument("--chunk-rows", type=_positive, default=500_000, help="rows parsed at a time (memory)")
     p.add_argument("--compression", choices=["none", "lzf", "gzip"], default="none",
                    help="HDF5 compression (none reads fastest)")
     args = p.parse_args(argv)
@@ -228,10 +279,13 @@ def main(argv=None) -> int:
         if tty:
             sys.stderr.write(f"\r{rows:,} rows, {rows / (time.perf_counter() - t0):,.0f} rows/s\x1b[K")
 
+    from amtrain.errors import AmtrainError
+
     try:
         summary = convert(args.sources, args.out, test_rows=args.test_rows, chunk_rows=args.chunk_rows,
-                          compression=None if args.compression == "none" else args.compression, progress=progress)
-    except DataError as e:
+                          compression=None if args.compression == "none" else args.compression, progress=progress,
+                          overwrite=args.force)
+    except AmtrainError as e:
         print(f"\namtrain-higgs-convert: error: {e}" if tty else f"amtrain-higgs-convert: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

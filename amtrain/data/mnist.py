@@ -90,4 +90,5 @@ def load(root, download: bool) -> TensorData:
     norm = lambda x: ((torch.from_numpy(x.copy()).float() / 255.0 - MEAN) / STD).unsqueeze(1)  # noqa: E731
     label = lambda y: torch.from_numpy(y.astype(np.int64))  # noqa: E731
     return TensorData(norm(arrays["train_images"]), label(arrays["train_labels"]),
-                      norm(arrays["test_images"]), label(arrays["test_labels"]), n_classes=10)
+                      norm(arrays["test_images"]), label(arrays["test_labels"]), n_classes=10,
+                      source=str(raw_dir(root)))
