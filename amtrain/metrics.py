@@ -2,7 +2,8 @@
 
 Rows go to ``metrics.partial.csv`` as they come (flushed, so a crash leaves evidence);
 ``close()`` renames it to ``metrics.csv``. A run that did not finish therefore never
-has a ``metrics.csv`` that looks complete.
+has a ``metrics.csv`` that looks complete. Every row names its run (``run_id``), the
+same id as the run's ``config.yaml`` and ``DONE`` (:mod:`amtrain.rundir`).
 """
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from pathlib import Path
 from typing import Dict
 
 COLUMNS = ["step", "epoch", "samples_seen", "split", "metric", "value", "wall_time",
-           "dataset", "model", "optim", "mode", "seed"]
+           "dataset", "model", "optim", "mode", "seed", "run_id"]
 FINAL, PARTIAL = "metrics.csv", "metrics.partial.csv"
 
 
 class MetricsWriter:
     def __init__(self, out_dir, ids: Dict[str, object]):
         self.dir = Path(out_dir)
-        self.ids = ids
+        self.ids = [ids[c] for c in COLUMNS[7:]]  # dataset .. run_id, in column order
         self.path = self.dir / PARTIAL
         self._fh = open(self.path, "w", newline="")
         self._csv = csv.writer(self._fh)
@@ -29,7 +30,7 @@ class MetricsWriter:
               wall_time: float) -> None:
         for name, value in metrics.items():
             self._csv.writerow([step, epoch, samples_seen, split, name, repr(float(value)),
-                                f"{wall_time:.4f}", *self.ids.values()])
+                                f"{wall_time:.4f}", *self.ids])
         self._fh.flush()
 
     def close(self) -> Path:

@@ -1,32 +1,46 @@
 """``run(cfg, out_dir) -> metrics``: one training run, no Hydra needed.
 
-Writes into ``out_dir``: ``config.yaml`` (resolved), ``train.log``, ``metrics.csv``
-(long format, see :mod:`amtrain.metrics`) and, last, ``DONE``. A run that fails
-writes ``FAILED`` (one line, then the traceback) and keeps everything it had written.
+Writes into ``out_dir``, under the folder's lock (:mod:`amtrain.rundir`): ``config.yaml``
+(resolved), ``train.log``, ``metrics.csv`` (long format, see :mod:`amtrain.metrics`)
+and, last, ``DONE``, all tied by one run id. A folder that already has ``DONE`` is
+skipped unless ``resume=false``; earlier outputs are moved aside before a new run
+writes anything. A run that fails (bad data, divergence, Ctrl-C) writes ``FAILED`` (one
+line, then the traceback) and keeps everything it had written.
 """
 from __future__ import annotations
 
 import logging
 import math
 import random
+import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
-from amtrain.config import Mode
+from amtrain.config import Mode, validate
 from amtrain.data import build_data
-from amtrain.errors import AmtrainError, ConfigError, DivergenceError
+from amtrain.errors import AmtrainError, ConfigError, DivergenceError, Interrupted
 from amtrain.metrics import MetricsWriter
 from amtrain.models import build_model
 from amtrain.optim import build_trainer
-from amtrain.progress import Progress
+from amtrain.rundir import RunDir
 
 log = logging.getLogger("amtrain")
+
+
+class RunResult(dict):
+    """The final metrics (``test/acc``, ...), and how the call ended: ``status`` is
+    ``finished``, or ``skipped`` when the folder already held a finished run (its metrics)."""
+
+    def __init__(self, metrics: Mapping, status: str, out_dir: Path, run_id: Optional[str]):
+        super().__init__(metrics)
+        self.status, self.out_dir, self.run_id = status, Path(out_dir), run_id
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,16 +82,34 @@ def _attach_log(out_dir: Path) -> logging.Handler:
     return handler
 
 
-def run(cfg: DictConfig, out_dir) -> Dict[str, float]:
-    """Train one model as ``cfg`` says; return the final metrics (``test/acc``, ...)."""
+def run(cfg: DictConfig, out_dir, extra_files: Optional[Mapping[str, str]] = None) -> RunResult:
+    """Train one model as ``cfg`` says into ``out_dir``; return the final metrics.
+
+    ``extra_files`` (name -> text, e.g. Hydra's ``.hydra/overrides.yaml``) are written with
+    ``config.yaml`` once the folder is locked. Raises :class:`~amtrain.errors.FolderBusy`
+    when another process runs in the folder.
+    """
+    validate(cfg)
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("DONE", "FAILED"):
-        (out_dir / stale).unlink(missing_ok=True)
+    with RunDir(out_dir) as rd:
+        if cfg.resume and rd.finished:
+            final = rd.final_metrics()
+            log.info("skipping %s: already finished (DONE); resume=false reruns it", out_dir)
+            return RunResult({k: v for k, v in final.items() if k != "run_id"}, "skipped", out_dir,
+                             final.get("run_id"))
+        run_id = rd.begin(config_yaml, extra_files)
+        return RunResult(_run_locked(cfg, rd), "finished", out_dir, run_id)
+
+
+def _run_locked(cfg: DictConfig, rd: RunDir) -> Dict[str, float]:
+    out_dir = rd.path
     handler = _attach_log(out_dir)
+    if rd.superseded is not None:
+        log.info("moved the earlier outputs of %s to %s", out_dir, rd.superseded)
     writer = None
+    where = {"epoch": 0, "step": 0}
     try:
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         seed_everything(cfg.seed, cfg.deterministic)
         device = resolve_device(cfg.device)
         data = build_data(cfg.dataset).to(device)
@@ -87,22 +119,22 @@ def run(cfg: DictConfig, out_dir) -> Dict[str, float]:
         if trainer.full_batch and not hasattr(data, "x_train") and not getattr(trainer, "streams", False):
             raise ConfigError(f"optim={cfg.optim.name} is full batch and needs the training set in memory; "
                               f"dataset={cfg.dataset.name} is streamed: use admm or an online method")
-        log.info("run: dataset=%s (%d train) model=%s optim=%s mode=%s seed=%d device=%s -> %s",
+        log.info("run: dataset=%s (%d train) model=%s optim=%s mode=%s seed=%d device=%s threads=%d -> %s",
                  cfg.dataset.name, data.n_train, cfg.model.name, cfg.optim.name, mode.value,
-                 cfg.seed, device, out_dir)
+                 cfg.seed, device, torch.get_num_threads(), out_dir)
         ids = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
-               "mode": mode.value, "seed": cfg.seed}
+               "mode": mode.value, "seed": cfg.seed, "run_id": rd.run_id}
         writer = MetricsWriter(out_dir, ids)
-        final = _train(cfg, data, net, trainer, writer, device)
+        final = _train(cfg, data, net, trainer, writer, device, where)
         writer.close()
-        (out_dir / "DONE").write_text(" ".join(f"{k}={v:.6g}" for k, v in final.items()) + "\n")
+        rd.finish(final)
         log.info("done: %s", final)
         return final
     except BaseException as e:
         if writer is not None:
             writer.abort()
-        summary = str(e) if isinstance(e, AmtrainError) else f"{type(e).__name__}: {e}"
-        (out_dir / "FAILED").write_text(summary + "\n\n" + traceback.format_exc())
+        summary = _summary(e, where)
+        rd.fail(summary, traceback.format_exc())
         # into train.log only: the caller decides how to show the error on the console
         handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "failed: %s", (summary,), None))
         raise
@@ -111,12 +143,24 @@ def run(cfg: DictConfig, out_dir) -> Dict[str, float]:
         handler.close()
 
 
-def _train(cfg, data, net, trainer, writer: MetricsWriter, device) -> Dict[str, float]:
+def _summary(e: BaseException, where: Mapping[str, int]) -> str:
+    """FAILED's first line: the one-line reason."""
+    if isinstance(e, AmtrainError):
+        return str(e)
+    if isinstance(e, (KeyboardInterrupt, Interrupted)):
+        how = e.how if isinstance(e, Interrupted) else "Ctrl-C"
+        return (f"interrupted ({how}) at epoch {where['epoch']}, step {where['step']}: rerun the same command "
+                "to start it again")
+    return f"{type(e).__name__}: {e}"
+
+
+def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[str, int]) -> Dict[str, float]:
     order = torch.Generator().manual_seed(cfg.seed)
     bs, ev = cfg.batch_size, cfg.eval
     n_batches = data.n_batches(bs)
     step = samples = 0
     train_time = 0.0
+    guard = DivergenceGuard(cfg.divergence, net, trainer.diverge_hint)
     net.train()
 
     last = {"step": None, "metrics": {}}
@@ -134,20 +178,25 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device) -> Dict[str, 
 
     final = test(epoch=0)
     for epoch in range(1, cfg.epochs + 1):
-        if trainer.full_batch:  # one iteration over the whole training set (offline AM, ADMM)
+        where["epoch"] = epoch
+        if trainer.full_batch:  # one iteration over the whole training set (offline AM, ADMM, ...)
             t0 = time.perf_counter()
             loss_sum, correct, seen = trainer.epoch(data, bs, order)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_time += time.perf_counter() - t0
             step += 1
+            where["step"] = step
             samples += seen
+            if guard.first is None:
+                guard.start(loss_sum / seen)
             _finish_epoch(trainer)
         else:
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
-            bar = Progress(n_batches, f"epoch {epoch}/{cfg.epochs}", enabled=cfg.progress)
+            bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
+                       disable=None if cfg.progress else True)  # None: drawn only on a terminal
             for x, y in data.train_batches(bs, order):
                 t0 = time.perf_counter()
                 loss, output = trainer.step(x, y)
@@ -155,19 +204,22 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device) -> Dict[str, 
                     torch.cuda.synchronize()
                 train_time += time.perf_counter() - t0
                 step += 1
+                where["step"] = step
                 samples += y.shape[0]
                 seen += y.shape[0]
                 loss_sum += loss * y.shape[0]
                 correct += (net.predict(output) == y).sum()
+                if guard.first is None:
+                    guard.start(loss)  # the loss before the first update: one host sync, once
                 first = epoch == 1 and (ev.first_epoch_batches is None or step <= ev.first_epoch_batches)
                 periodic = ev.every_batches and step % ev.every_batches == 0
                 if first or periodic:
-                    _check_finite(loss_sum, epoch, step)
+                    guard.check(loss_sum, seen, epoch, step)
                     test(epoch)
                 bar.update(1)
             bar.close()
             _finish_epoch(trainer)
-        _check_finite(loss_sum, epoch, step)
+        guard.check(loss_sum, seen, epoch, step)
         train = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
         if getattr(trainer, "mu", None) is not None:
             train["mu"] = trainer.mu.value
@@ -185,9 +237,36 @@ def _finish_epoch(trainer) -> None:
         trainer.mu.after_epoch()
 
 
-def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
-    value = float(loss_sum)
-    if not math.isfinite(value):
-        raise DivergenceError(
-            f"training diverged (loss is {value}) at epoch {epoch}, step {step}: lower the learning "
-            "rates (optim.lr, optim.codes.lr) or change mu")
+class DivergenceGuard:
+    """Stops a run that diverges (``divergence.*``): a NaN or inf training loss, a mean training
+    loss above ``loss_factor`` times the first batch's (floored at 0.1), or a NaN or inf weight.
+
+    Checked at every evaluation and at each epoch's end, where the loop syncs with the
+    device anyway. The message names the keys of the method that is running (``hint``).
+    """
+
+    FLOOR = 0.1
+
+    def __init__(self, cfg, net: torch.nn.Module, hint: str):
+        self.factor = cfg.loss_factor
+        self.check_weights = bool(cfg.check_weights)
+        self.net, self.hint = net, hint
+        self.first: Optional[float] = None
+
+    def start(self, loss: torch.Tensor) -> None:
+        self.first = float(loss)
+
+    def check(self, loss_sum: torch.Tensor, seen: int, epoch: int, step: int) -> None:
+        mean = float(loss_sum) / max(seen, 1)
+        where = f"training diverged at epoch {epoch}, step {step}"
+        if not math.isfinite(mean):
+            raise DivergenceError(f"{where}: the training loss is {mean}: {self.hint}")
+        if self.factor is not None and self.first is not None and math.isfinite(self.first) \
+                and mean > self.factor * max(self.first, self.FLOOR):
+            raise DivergenceError(
+                f"{where}: the mean training loss {mean:.3g} is over {self.factor:g} times its first value "
+                f"{self.first:.3g}: {self.hint}; or, if such losses are expected, raise divergence.loss_factor")
+        if self.check_weights:
+            finite = torch.stack([torch.isfinite(p).all() for p in self.net.parameters()]).all()
+            if not bool(finite):
+                raise DivergenceError(f"{where}: a weight is NaN or inf: {self.hint}")

@@ -35,6 +35,7 @@ from amtrain.optim.base import Trainer
 
 class ADMM(Trainer):
     full_batch = True
+    diverge_hint = "raise optim.ridge, or change optim.beta and optim.gamma"
     streams = True  # works on streamed (HIGGS) data: inputs are read chunk by chunk
 
     def __init__(self, net: LayeredNet, cfg):

@@ -182,6 +182,8 @@ class OnlineAM(Trainer):
 class AMAdam(OnlineAM):
     """AM-Adam: Adam on each layer's local problem (eq. 6) and on the output loss."""
 
+    diverge_hint = "lower optim.lr or optim.codes.lr, or change mu.mu0"
+
     def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, cfg):
         super().__init__(net, mu, mode, cfg.codes, cfg.fast)
         # Adam is element-wise, so one Adam over all parameters is L+1 independent Adams.
@@ -207,6 +209,8 @@ class AMAdam(OnlineAM):
 
 class AMMem(OnlineAM):
     """AM-mem: co-activation memories A_l, B_l and block-coordinate descent on eq. 7."""
+
+    diverge_hint = "lower optim.lr or optim.codes.lr, or raise optim.ridge"
 
     def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, cfg):
         for l, block in enumerate(net.blocks):

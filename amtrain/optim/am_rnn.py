@@ -53,6 +53,8 @@ def step_grad(net: ElmanRNN, u_next, c_next, mu: float, mode: Mode):
 
 
 class AMAdamRNN(Trainer):
+    diverge_hint = "lower optim.lr or optim.codes.lr, or change mu.mu0"
+
     def __init__(self, net: ElmanRNN, mu: MuSchedule, mode: Mode, cfg):
         super().__init__(net)
         self.mu, self.mode, self.codes_cfg = mu, Mode(mode), cfg.codes

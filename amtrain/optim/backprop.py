@@ -7,6 +7,8 @@ from amtrain.optim.base import Trainer, make_step_lr
 
 
 class Backprop(Trainer):
+    diverge_hint = "lower optim.lr, or clip the gradient with optim.grad_clip"
+
     def __init__(self, net, opt: torch.optim.Optimizer, schedule, grad_clip: float = 0.0):
         super().__init__(net)
         self.opt, self.grad_clip = opt, grad_clip

@@ -18,6 +18,8 @@ class Trainer:
     """
 
     full_batch = False
+    # What to change when a run diverges: the keys this method has (the divergence message)
+    diverge_hint = "lower the step sizes"
 
     def __init__(self, net: torch.nn.Module):
         self.net = net

@@ -37,6 +37,7 @@ class OfflineAM(Trainer):
                 raise ConfigError("offline AM treats the training set as one batch, which BatchNorm cannot "
                                   "express chunk by chunk: set model.batchnorm=false")
         self.am = online
+        self.diverge_hint = online.diverge_hint
         self.mu = online.mu
         self.passes = int(passes)
         self.schedulers = online.schedulers
