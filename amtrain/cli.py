@@ -1,13 +1,24 @@
 """The ``amtrain`` command: a thin Hydra wrapper around :func:`amtrain.train.run`.
 
-Before handing a single run to Hydra, the overrides are composed once with the
-Compose API so that a bad option or value is reported as one line (problem and fix)
-with a non-zero exit, instead of Hydra's multi-line report.
+Before Hydra starts, :func:`main` checks what it was given, so that every mistake is one
+line (problem and fix) with a non-zero exit, and nothing is written:
+
+* a single run, ``--cfg`` and every point of a ``-m`` sweep are composed and validated
+  (:func:`amtrain.config.validate`);
+* the output folder is checked for writing; a single run's default folder is claimed
+  atomically, with a ``_2``, ``_3`` suffix when another run took that name first;
+* ``--help`` prints every key with its help line and the value this run would use.
+
+Then Hydra runs the job(s) through :func:`hydra_main`. A sweep ends with a summary of
+every job (:mod:`amtrain.sweep`). Exit codes: 0 done, 2 bad input, 3 diverged, 75 the
+run folder is in use by another process, 130 Ctrl-C (143 SIGTERM), 1 anything else.
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -15,13 +26,16 @@ from typing import List, Optional
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from amtrain.config import register_configs
-from amtrain.errors import AmtrainError
+from amtrain import sweep
+from amtrain.config import register_configs, validate
+from amtrain.errors import AmtrainError, ConfigError, Interrupted
+from amtrain.rundir import claim_new, ensure_writable
 
 CONFIG_MODULE = "amtrain.conf"
 register_configs()
+log = logging.getLogger("amtrain")
 
 
 def command() -> List[str]:
@@ -36,13 +50,26 @@ def command() -> List[str]:
     return [found] if found else [sys.executable, "-m", "amtrain"]
 
 
-def compose(overrides: List[str], config_name: str = "config") -> DictConfig:
-    """The config ``amtrain OVERRIDES`` would run (for tests and tools)."""
+def compose(overrides: List[str], config_name: str = "config", hydra_node: bool = False) -> DictConfig:
+    """The config ``amtrain OVERRIDES`` would run (for tests and tools); ``hydra_node`` keeps ``cfg.hydra``."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
 
+    if GlobalHydra.instance().is_initialized():  # inside a running Hydra app: use its loader
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_node)
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=False)
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_node)
+
+
+def compose_checked(overrides: List[str]) -> DictConfig:
+    """compose + validate, with the ``hydra`` node; any problem is one ConfigError line."""
+    try:
+        cfg = compose(overrides, hydra_node=True)
+    except Exception as e:  # Hydra and OmegaConf raise many types here
+        raise ConfigError(explain(e)) from None
+    validate(cfg, OmegaConf.to_container(cfg.hydra.runtime.choices))
+    return cfg
 
 
 def explain(err: Exception) -> str:
@@ -57,7 +84,13 @@ def explain(err: Exception) -> str:
     m = re.search(r"Key '([^']+)' not in '([^']+)'|Could not override '([^']+)'", text)
     if m:
         key = m.group(3) or (f"{m.group(2)}.{m.group(1)}" if m.group(2) else m.group(1))
-        return f"unknown config key '{key}': check the spelling with `amtrain --cfg job`"
+        return f"unknown config key '{key}': check the spelling with `amtrain --help`"
+    m = re.search(r"Could not append to config. An item is already at '([^']+)'", text)
+    if m:
+        return f"'+{m.group(1)}=...' adds a key that exists: write {m.group(1)}=... without the +"
+    m = re.search(r"Ambiguous value for argument '([^']+)'", text)
+    if m:
+        return f"'{m.group(1)}' is a sweep (a list of values): add -m to run it as a sweep"
     first_line = text.splitlines()[0] if text else type(err).__name__
     for e in (err, err.__cause__):  # OmegaConf's validation errors carry the key and a message
         if e is not None and getattr(e, "full_key", None):
@@ -65,19 +98,8 @@ def explain(err: Exception) -> str:
     return first_line
 
 
-def _is_single_run(argv: List[str]) -> bool:
-    return not any(a.startswith("-") for a in argv)
-
-
-def preflight(argv: List[str]) -> Optional[str]:
-    """Compose a single run's config; return a one-line error, or None when it is valid."""
-    if not _is_single_run(argv):
-        return None
-    try:
-        compose(argv)
-    except Exception as e:  # Hydra and OmegaConf raise many types here
-        return explain(e)
-    return None
+# ----------------------------------------------------------------------------- the job
+_last = {"error": None, "result": None}
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
@@ -86,25 +108,150 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    if hc.mode == RunMode.MULTIRUN and cfg.resume and (out_dir / "DONE").exists():
-        logging.getLogger("amtrain").info("skipping %s: already finished (DONE; resume=false reruns it)", out_dir)
+    set_threads(cfg, hc)
+    extra = hydra_files(cfg, hc)  # Hydra's .hydra/ files, written by run() once it holds the folder
+    if hc.mode == RunMode.MULTIRUN:
+        sweep.run_job(run, cfg, out_dir, Path(hc.sweep.dir).absolute(), extra)
         return None
     try:
-        metrics = run(cfg, out_dir)
+        result = run(cfg, out_dir, extra)
     except AmtrainError as e:
-        if hc.mode == RunMode.MULTIRUN:
-            raise  # recorded in the job dir by run(); the sweep goes on
+        _last["error"] = e
+        return None
+    _last["result"] = result
+    return result.get("test/acc")
+
+
+def hydra_files(cfg: DictConfig, hc) -> dict:
+    """``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra writes them."""
+    return {".hydra/config.yaml": OmegaConf.to_yaml(cfg),
+            ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(hc)})),
+            ".hydra/overrides.yaml": OmegaConf.to_yaml(hc.overrides.task)}
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(cfg: DictConfig, hc) -> None:
+    """torch threads for this job: ``threads``, else the share of the cores a parallel launcher gives it."""
+    import torch
+
+    n = cfg.threads
+    if n is None and hc.mode == RunMode.MULTIRUN:
+        target = str(hc.launcher.get("_target_", ""))
+        if "joblib" in target:
+            n_jobs = int(hc.launcher.get("n_jobs") or 1)
+            n_jobs = cores() + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 = every core
+            n = max(1, cores() // max(n_jobs, 1))
+        elif "submitit" in target and hc.launcher.get("cpus_per_task"):
+            n = int(hc.launcher.cpus_per_task)
+    if n:
+        torch.set_num_threads(int(n))
+
+
+# ----------------------------------------------------------------------------- the command
+def _overrides_key(line: str) -> str:
+    return line.split("=", 1)[0].lstrip("+~")
+
+
+def _quote(value: str) -> str:
+    """A path as one Hydra override value (quoted, so commas and spaces stay in it)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _hydra(argv: List[str]) -> int:
+    sys.argv = [sys.argv[0]] + list(argv)
+    try:
+        hydra_main()
+    except SystemExit as e:  # Hydra's own error reporting
+        return e.code if isinstance(e.code, int) else 1
+    return 0
+
+
+def _single(argv: List[str], overrides: List[str], cfg_only: bool) -> int:
+    cfg = compose_checked(overrides)
+    if cfg_only:
+        return _hydra(argv)
+    explicit = [o for o in overrides if _overrides_key(o) == "hydra.run.dir"]
+    if explicit:
+        ensure_writable(cfg.hydra.run.dir)
+    else:  # the default runs/<date>/<time>_... is shared by runs started in the same second
+        argv = argv + [f"hydra.run.dir={_quote(str(claim_new(cfg.hydra.run.dir)))}"]
+    _last.update(error=None, result=None)
+    rc = _hydra(argv)
+    if _last["error"] is not None:
+        raise _last["error"]
+    result = _last["result"]
+    if result is not None and result.status == "skipped":
+        print(f"amtrain: skipped {result.out_dir}: it finished already (DONE); resume=false reruns it, moving "
+              f"its outputs to {result.out_dir}/.superseded/", file=sys.stderr)
+    return rc
+
+
+def _multirun(argv: List[str], overrides: List[str], cfg_only: bool) -> int:
+    the_plan = sweep.plan(overrides, compose_checked)
+    if cfg_only:
+        return _hydra(argv)
+    ensure_writable(the_plan.sweep_dir, "sweep folder", "choose another name= or hydra.sweep.dir")
+    token = sweep.new_token()
+    os.environ[sweep.TOKEN_ENV] = token
+    interrupted = None
+    try:
+        rc = _hydra(argv)
+    except (KeyboardInterrupt, Interrupted) as e:
+        interrupted, rc = e, 130
+    text, code = sweep.summary(the_plan, token)
+    print(text, flush=True)
+    if interrupted is not None:
+        raise interrupted
+    if code:
+        bad = text.splitlines()[0].split(": ", 2)[-1]
+        print(f"amtrain: error: the sweep did not complete ({bad}): see the list above and each job's FAILED; "
+              "rerun the same command to retry only those jobs", file=sys.stderr)
+    return code or rc
+
+
+def _dispatch(argv: List[str]) -> int:
+    from hydra._internal.utils import get_args_parser
+
+    args = get_args_parser().parse_args(argv)  # argparse reports its own usage errors (exit 2)
+    overrides = list(args.overrides)
+    if args.help:
+        from amtrain.helptext import render
+
+        print(render(overrides, compose_checked))
+        return 0
+    if args.hydra_help or args.info or args.shell_completion or args.experimental_rerun or args.config_path \
+            or args.config_name or args.config_dir:
+        return _hydra(argv)  # Hydra's own tools, as they are
+    if args.multirun:
+        return _multirun(argv, overrides, bool(args.cfg))
+    return _single(argv, overrides, bool(args.cfg))
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted("SIGTERM")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # leave a launcher's own handler alone
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = _dispatch(argv)
+    except AmtrainError as e:
         print(f"amtrain: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    return metrics.get("test/acc")
-
-
-def main() -> None:
-    error = preflight(sys.argv[1:])
-    if error:
-        print(f"amtrain: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    hydra_main()
+        code = e.exit_code
+    except (KeyboardInterrupt, Interrupted) as e:
+        how = e.how if isinstance(e, Interrupted) else "Ctrl-C"
+        print(f"amtrain: interrupted ({how}): a run that had started wrote FAILED and kept its partial metrics; "
+              "rerun the same command to resume", file=sys.stderr)
+        code = 143 if how == "SIGTERM" else 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,18 @@
 
     python scripts/aggregate.py multirun/2026-11-22/10-00-00 [more dirs] -o results/mnist.csv
 
-Reads every finished run (a ``metrics.csv`` under the given folders; runs without one
-did not finish and are listed on stderr), and writes one row per (dataset, model,
-optim, mode, variant, split, metric, step, epoch, samples_seen) with ``mean, std,
-n_seeds, seeds`` over the seeds that reached that step. ``variant`` is a short hash of
-the run's resolved config without its seed, so runs that differ in any other setting
-are never averaged together; ``settings`` spells out how a variant differs from the
-others of the same method, ``overrides`` the command-line overrides its runs had.
+Reads every finished run under the given folders: one whose ``config.yaml``, ``DONE`` and
+``metrics.csv`` carry the same run id (amtrain.rundir). Every other folder is listed on
+stderr, one line each, and left out: unfinished or failed runs, a malformed CSV, files
+from different runs. Where a folder holds a sweep's ``multirun.yaml``, its grid is
+expanded as Hydra did, and jobs that never started are listed too.
+
+Writes one row per (dataset, model, optim, mode, variant, split, metric, step, epoch,
+samples_seen) with ``mean, std, n_seeds, seeds`` over the seeds that reached that step.
+``variant`` is a short hash of the run's resolved config without its seed, so runs that
+differ in any other setting are never averaged together; ``settings`` spells out how a
+variant differs from the others of the same method, ``overrides`` the command-line
+overrides its runs had.
 """
 from __future__ import annotations
 
@@ -18,9 +23,14 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import List, Optional
 
 import pandas as pd
 import yaml
+from omegaconf import OmegaConf
+
+from amtrain.rundir import run_ids
+from amtrain.sweep import expand, job_dirname
 
 KEYS = ["dataset", "model", "optim", "mode", "variant", "split", "metric", "step", "epoch", "samples_seen"]
 
@@ -36,7 +46,7 @@ def _flat(d, prefix=""):
 def variant(run_dir: Path) -> dict:
     """The run's config without seed (and data location), flattened, and its short hash."""
     cfg = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    for k in ("seed", "dataset.root", "dataset.path", "progress", "device"):
+    for k in ("seed", "dataset.root", "dataset.path", "progress", "device", "threads", "resume"):
         cfg.pop(k, None)
     return {"variant": hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8],
             "config": cfg}
@@ -52,24 +62,93 @@ def overrides(run_dir: Path) -> str:
     return " ".join(sorted(keep))
 
 
+def _hidden(path: Path, root: Path) -> bool:
+    """Inside .hydra/, .superseded/, .submitit/, ...: not a run folder."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def check_run(run: Path) -> Optional[str]:
+    """None when ``run`` holds one finished run, else the one-line reason it is left out."""
+    if not (run / "DONE").exists():
+        failed = run / "FAILED"
+        if failed.exists():
+            first = failed.read_text(errors="replace").splitlines()[:1]
+            return "failed: " + (first[0] if first else "see FAILED")
+        return "unfinished (killed, or still running)"
+    if not (run / "metrics.csv").exists():
+        return "DONE but no metrics.csv: rerun it with resume=false"
+    ids = run_ids(run)
+    if any(ids.values()) and len(set(ids.values())) != 1:
+        shown = ", ".join(f"{k} {v or 'none'}" for k, v in ids.items())
+        return f"config.yaml, DONE and metrics.csv come from different runs ({shown}): rerun it with resume=false"
+    return None
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """metrics.csv, checked: ValueError with a one-line reason when malformed."""
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"malformed metrics.csv ({type(e).__name__}: {str(e).strip().splitlines()[-1]})") from None
+    missing = [c for c in ("step", "epoch", "samples_seen", "split", "metric", "value", "seed") if c not in df]
+    if missing:
+        raise ValueError(f"metrics.csv lacks the columns {', '.join(missing)}")
+    if df.value.isna().any() or pd.to_numeric(df.value, errors="coerce").isna().any():
+        raise ValueError("metrics.csv has rows without a numeric value (a torn line?)")
+    return df
+
+
+def never_started(root: Path) -> List[str]:
+    """Jobs of every multirun.yaml under ``root`` whose folder does not exist."""
+    out = []
+    for mr in sorted(root.rglob("multirun.yaml")):
+        if _hidden(mr.parent, root) and mr.parent != root:
+            continue
+        try:
+            cfg = OmegaConf.load(mr)
+            if str(cfg.hydra.sweep.subdir) != str(cfg.hydra.job.override_dirname):
+                continue  # a custom job folder name: cannot be predicted here
+            jobs = expand(cfg.hydra.sweeper.get("params"), list(cfg.hydra.overrides.task))
+            names = [job_dirname(j, cfg.hydra.job.config.override_dirname) for j in jobs]
+        except Exception as e:  # a damaged multirun.yaml costs this check, not the aggregation
+            out.append(f"{mr}: cannot expand the sweep's grid ({type(e).__name__}): jobs not checked")
+            continue
+        out += [f"{mr.parent / n}: never started" for n in names if not (mr.parent / n).exists()]
+    return out
+
+
 def load(dirs) -> pd.DataFrame:
-    frames, unfinished, configs = [], [], {}
-    for d in dirs:
-        for cfg_file in Path(d).rglob("config.yaml"):
+    frames, left_out, configs, legacy = [], [], {}, 0
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise SystemExit(f"aggregate: error: {d} is not a folder")
+        for cfg_file in sorted(d.rglob("config.yaml")):
             run = cfg_file.parent
-            if run.name != ".hydra" and not (run / "metrics.csv").exists():
-                failed = run / "FAILED"
-                unfinished.append(f"{run}: " + (failed.read_text().splitlines()[0] if failed.exists()
-                                                else "unfinished (killed or still running)"))
-        for f in Path(d).rglob("metrics.csv"):
-            v = variant(f.parent)
+            if _hidden(run, d) and run != d:
+                continue
+            reason = check_run(run)
+            if reason is None:
+                try:
+                    df = read_metrics(run / "metrics.csv")
+                except ValueError as e:
+                    reason = str(e)
+            if reason is not None:
+                left_out.append(f"{run}: {reason}")
+                continue
+            legacy += not any(run_ids(run).values())
+            v = variant(run)
             configs[v["variant"]] = v["config"]
-            frames.append(pd.read_csv(f).assign(variant=v["variant"], overrides=overrides(f.parent)))
-    for u in unfinished:
+            frames.append(df.assign(variant=v["variant"], overrides=overrides(run)))
+        left_out += never_started(d)
+    for u in left_out:
         print(f"missing cell: {u}", file=sys.stderr)
+    if legacy:
+        print(f"note: {legacy} runs carry no run id (made before run ids existed); read as they are", file=sys.stderr)
     if not frames:
         raise SystemExit("no finished runs (metrics.csv) under " + ", ".join(map(str, dirs)))
     df = pd.concat(frames, ignore_index=True)
+    if "run_id" in df:
+        df = df.drop(columns=["run_id"])
     # settings: the config keys on which variants of the same (dataset, model, optim, mode) differ
     settings = {}
     for _, group in df[["dataset", "model", "optim", "mode", "variant"]].drop_duplicates().groupby(
