@@ -37,12 +37,24 @@ def test_python_dash_m_and_default_run_dir(tmp_path):
     assert len(dones) == 1 and "synthetic_mlp_2x100_sgd_s0" in str(dones[0].parent)
 
 
-def test_help_lists_groups(tmp_path):
+def test_help_lists_public_groups_and_every_key_with_its_help(tmp_path):
     r = amtrain("--help", cwd=tmp_path)
-    assert r.returncode == 0
-    for line in ["dataset: cifar10, higgs, mnist, synthetic", "optim: adam, admm, am_adam, am_adam_off, am_mem, am_mem_off, sgd", "model: binary_mlp, higgs_mlp, lenet5, mlp_2x100, mlp_2x500",
-                 "mu: additive, constant, multiplicative", "mode: paper, release"]:
+    assert r.returncode == 0 and not r.stderr
+    for line in ["dataset     cifar10 higgs *mnist synthetic",
+                 "optim       adam admm *am_adam am_adam_off am_mem am_mem_off sgd",
+                 "model       binary_mlp higgs_mlp lenet5 *mlp_2x100 mlp_2x500 rnn",
+                 "mu          additive *constant multiplicative", "mode        paper *release"]:
         assert line in r.stdout
+    groups = r.stdout.split("Groups")[1].split("Keys for")[0]
+    assert "\n  tuned" not in groups and "\n  mode_defaults" not in groups and "\n  local" not in groups
+    keys = r.stdout.split("Keys for")[1].split("Examples:")[0].splitlines()[1:]
+    keys = [k for k in keys if k.strip()]
+    assert len(keys) > 40 and all(len(k.split(None, 1)) == 2 for k in keys)  # every key has a help text
+    # the values shown are the ones that apply: AM-Adam's tuned step on mlp_2x100 in release mode
+    lr = next(k for k in keys if k.strip().startswith("optim.lr="))
+    assert "optim.lr=0.004" in lr and "conf/tuned/am_adam_mlp_2x100_release.yaml; otherwise 0.008" in lr
+    r = amtrain("--help", "optim=sgd", "mode=paper", cwd=tmp_path)
+    assert "optim.lr=0.1 " in r.stdout and "*sgd" in r.stdout and "*paper" in r.stdout
     assert "schema" not in r.stdout
 
 

@@ -95,7 +95,7 @@ def test_incomplete_or_corrupt_hdf5_is_refused(tmp_path, higgs_gz):
         del f.attrs["complete"]
     with pytest.raises(DataError, match="unfinished"):
         check_file(good)
-    convert(src, good, test_rows=100)
+    convert(src, good, test_rows=100, overwrite=True)
     cut = tmp_path / "cut.h5"
     cut.write_bytes(good.read_bytes()[:5000])
     with pytest.raises(DataError, match="truncated or corrupt"):

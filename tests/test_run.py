@@ -30,7 +30,7 @@ def test_each_full_batch_method_learns_the_synthetic_problem(make_cfg, tmp_path,
 def test_run_dir_contents(make_cfg, tmp_path):
     cfg = make_cfg("optim=am_adam", "epochs=2", "dataset.val_size=100")
     run(cfg, tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"config.yaml", "metrics.csv", "train.log", "DONE"}
+    assert {p.name for p in tmp_path.iterdir()} == {"config.yaml", "metrics.csv", "train.log", "DONE", ".lock"}
     assert "name: am_adam" in (tmp_path / "config.yaml").read_text()
     assert "${" not in (tmp_path / "config.yaml").read_text()  # resolved
     df = pd.read_csv(tmp_path / "metrics.csv")
@@ -45,6 +45,11 @@ def test_run_dir_contents(make_cfg, tmp_path):
     assert (df.wall_time.diff().dropna() >= 0).all()
     assert (df[["dataset", "model", "optim", "mode", "seed"]].drop_duplicates().values.tolist()
             == [["synthetic", "mlp_2x100", "am_adam", "release", 0]])
+    # one run id ties the three files together
+    run_id = df.run_id.unique().tolist()
+    assert len(run_id) == 1
+    assert (tmp_path / "config.yaml").read_text().startswith(f"# amtrain run {run_id[0]}\n")
+    assert (tmp_path / "DONE").read_text().startswith(f"run_id={run_id[0]} val/acc=")
     # DONE is written last
     assert (tmp_path / "DONE").stat().st_mtime_ns >= (tmp_path / "metrics.csv").stat().st_mtime_ns
 
@@ -61,7 +66,7 @@ def test_same_seed_same_csv(make_cfg, tmp_path, optim):
     frames = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         run(make_cfg(f"optim={optim}", f"seed={seed}", "epochs=2"), tmp_path / name)
-        frames.append(pd.read_csv(tmp_path / name / "metrics.csv").drop(columns=["wall_time", "seed"]))
+        frames.append(pd.read_csv(tmp_path / name / "metrics.csv").drop(columns=["wall_time", "seed", "run_id"]))
     text = [f.to_csv(index=False) for f in frames]
     assert text[0] == text[1]
     assert text[0] != text[2]

@@ -25,12 +25,14 @@ def test_stable_job_dirs_and_resume_runs_only_unfinished_jobs(tmp_path):
     stamps = {j: (j / "DONE").stat().st_mtime_ns for j in jobs if j != killed}
     r = amtrain(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stderr.count("skipping") == 3
+    assert "4 jobs: 1 finished, 3 skipped (finished before)" in r.stdout
     assert (killed / "DONE").exists() and (killed / "metrics.csv").exists()
     assert all((j / "DONE").stat().st_mtime_ns == t for j, t in stamps.items())  # not rerun
     # resume=false reruns everything
     r = amtrain(*args, "resume=false", cwd=tmp_path)
-    assert r.returncode == 0 and "skipping" not in r.stderr
+    assert r.returncode == 0 and "4 jobs: 4 finished" in r.stdout
+    # the old outputs, moved aside: the killed job's partial attempt, then each finished run
+    assert {j: len(list((j / ".superseded").iterdir())) for j in jobs} == {j: 2 if j == killed else 1 for j in jobs}
 
 
 def test_a_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path):
