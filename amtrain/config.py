@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterator, List, Mapping, Optional
+from typing import Any, ClassVar, Iterator, List, Mapping, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -142,6 +142,26 @@ class RNNConfig:
 
 
 # ----------------------------------------------------------------------------- optimisers
+ALL_ARCHS = ("mlp", "lenet5", "rnn")
+
+
+@dataclass
+class OptimConfig:
+    """What every method's config has: the class it builds, and the models it can train.
+
+    ``MODELS`` (architectures), ``NO_BATCHNORM`` and ``RELU_ONLY`` are checked by
+    :func:`validate` against the chosen model, so an impossible pair is one line at
+    compose time, before any data is read.
+    """
+
+    MODELS: ClassVar[Tuple[str, ...]] = ALL_ARCHS
+    NO_BATCHNORM: ClassVar[bool] = False
+    RELU_ONLY: ClassVar[bool] = False
+
+    name: str = key(MISSING, "the method")
+    _target_: str = key(MISSING, "the class this config builds (amtrain.optim.build_trainer)")
+
+
 @dataclass
 class LRScheduleConfig:
     step_epochs: int = key(0, "multiply the learning rate by gamma every n epochs (0: constant)", ge=0)
@@ -149,8 +169,9 @@ class LRScheduleConfig:
 
 
 @dataclass
-class SGDConfig:
+class SGDConfig(OptimConfig):
     name: str = "sgd"
+    _target_: str = "amtrain.optim.backprop.SGD"
     lr: float = key(0.1, "SGD step size", gt=0)
     momentum: float = key(0.0, "heavy-ball momentum", ge=0, lt=1)
     nesterov: bool = key(False, "Nesterov momentum (needs momentum > 0)")
@@ -160,8 +181,9 @@ class SGDConfig:
 
 
 @dataclass
-class AdamConfig:
+class AdamConfig(OptimConfig):
     name: str = "adam"
+    _target_: str = "amtrain.optim.backprop.Adam"
     lr: float = key(0.003, "Adam step size", gt=0)
     betas: List[float] = key([0.9, 0.999], "Adam's two moment decays", length=2, ge=0, lt=1)
     weight_decay: float = key(0.0, "L2 penalty", ge=0)
@@ -183,8 +205,9 @@ class CodeSolverConfig:
 
 
 @dataclass
-class AMAdamConfig:
+class AMAdamConfig(OptimConfig):
     name: str = "am_adam"
+    _target_: str = "amtrain.optim.am.online.AMAdam"
     codes: CodeSolverConfig = key(CodeSolverConfig(), "the code sub-problems (eqs. 4-5)")
     fast: bool = key(True, "closed-form gradients for Linear [+ BN] layers, encoding reused (false: autograd, the reference)")
     lr: float = key(0.008, "Adam step of every layer's local problem (eq. 6) and of the output layer", gt=0)
@@ -194,8 +217,12 @@ class AMAdamConfig:
 
 
 @dataclass
-class AMMemConfig:
+class AMMemConfig(OptimConfig):
+    MODELS: ClassVar[Tuple[str, ...]] = ("mlp",)
+    NO_BATCHNORM: ClassVar[bool] = True
+
     name: str = "am_mem"
+    _target_: str = "amtrain.optim.am.online.AMMem"
     codes: CodeSolverConfig = key(CodeSolverConfig(), "the code sub-problems (eqs. 4-5)")
     fast: bool = key(True, "closed-form gradients for Linear [+ BN] layers, encoding reused (false: autograd, the reference)")
     bcd_sweeps: int = key(1, "block-coordinate-descent sweeps over the columns of W_l per batch (eq. 7)", ge=1)
@@ -209,19 +236,29 @@ class AMMemConfig:
 
 @dataclass
 class AMAdamOffConfig(AMAdamConfig):
+    MODELS: ClassVar[Tuple[str, ...]] = ("mlp", "lenet5")
+    NO_BATCHNORM: ClassVar[bool] = True
+
     name: str = "am_adam_off"
+    _target_: str = "amtrain.optim.am.offline.AMAdamOff"
     passes: int = key(1, "Adam passes over the frozen local problems per AM iteration (= epoch)", ge=1)
 
 
 @dataclass
 class AMMemOffConfig(AMMemConfig):
     name: str = "am_mem_off"
+    _target_: str = "amtrain.optim.am.offline.AMMemOff"
     passes: int = key(1, "Adam passes over the output loss per AM iteration (= epoch)", ge=1)
 
 
 @dataclass
-class ADMMConfig:
+class ADMMConfig(OptimConfig):
+    MODELS: ClassVar[Tuple[str, ...]] = ("mlp",)
+    NO_BATCHNORM: ClassVar[bool] = True
+    RELU_ONLY: ClassVar[bool] = True
+
     name: str = "admm"
+    _target_: str = "amtrain.optim.fullbatch.admm.ADMM"
     beta: float = key(1.0, "weight of the z = W a constraints", gt=0)
     gamma: float = key(10.0, "weight of the a = h(z) constraints", gt=0)
     ridge: float = key(0.0001, "ridge in the least-squares W updates, relative to the Gram's mean diagonal", ge=0)
@@ -341,11 +378,18 @@ def validate(cfg: DictConfig, choices: Optional[Mapping[str, Optional[str]]] = N
 
 
 def fields_of(node) -> Optional[dict]:
-    """The schema fields of a structured config node, or None for a plain node."""
+    """The schema fields of a structured config node as {name: metadata}, or None for a plain node.
+
+    A subclass that only changes a field's default (``name: str = "sgd"``) keeps the
+    help and checks its base class declared for it."""
     kind = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
     if kind is None or not dataclasses.is_dataclass(kind):
         return None
-    return {f.name: f for f in dataclasses.fields(kind)}
+    out = {}
+    for f in dataclasses.fields(kind):
+        declared = (getattr(base, "__dataclass_fields__", {}).get(f.name) for base in kind.__mro__)
+        out[f.name] = next((d.metadata for d in declared if d is not None and d.metadata), {})
+    return out
 
 
 def _walk(node: DictConfig, prefix: str) -> Iterator[str]:
@@ -364,7 +408,7 @@ def _walk(node: DictConfig, prefix: str) -> Iterator[str]:
         if isinstance(value, DictConfig) and fields_of(value) is not None:
             yield from _walk(value, path + ".")
             continue
-        check = fields[name].metadata.get("check") or {}
+        check = fields[name].get("check") or {}
         if check:
             problem = _check_value(path, OmegaConf.to_object(value) if isinstance(value, ListConfig)
                                    else node[name], check)
@@ -431,8 +475,29 @@ def _cross_checks(cfg: DictConfig) -> List[str]:
         out.append(f"dataset.val_size={ds.val_size} leaves nothing to train on from dataset.train_size={ds.train_size}: "
                    "make val_size smaller")
     optim = cfg.get("optim")
+    out += _model_checks(cfg)
     if optim is not None and optim.get("nesterov") and optim.get("momentum") == 0:
         out.append("optim.nesterov=true needs optim.momentum > 0: set optim.momentum=0.9 or optim.nesterov=false")
+    return out
+
+
+def _model_checks(cfg: DictConfig) -> List[str]:
+    """The method's MODELS, NO_BATCHNORM and RELU_ONLY against the chosen model."""
+    optim, model = cfg.get("optim"), cfg.get("model")
+    kind = OmegaConf.get_type(optim) if isinstance(optim, DictConfig) else None
+    if model is None or kind is None or not issubclass(kind, OptimConfig):
+        return []
+    name, arch = optim.name, model.get("arch")
+    if arch not in kind.MODELS:
+        return [f"optim={name} cannot train model={model.name} ({arch}): it needs one of "
+                f"{', '.join(kind.MODELS)} (e.g. model=mlp_2x100)"]
+    out = []
+    if kind.NO_BATCHNORM and model.get("batchnorm"):
+        out.append(f"optim={name} has no BatchNorm layers (its sub-problems are in W a + b): set model.batchnorm=false")
+    acts = list(model.get("activations") or []) or [model.get("activation")]
+    if kind.RELU_ONLY and any(a != "relu" for a in acts):
+        out.append(f"optim={name}'s closed forms are for ReLU layers: set model.activation=relu "
+                   f"(model.activations={model.get('activations')})")
     return out
 
 
@@ -461,7 +526,6 @@ def help_lines(cfg: DictConfig, prefix: str = "") -> Iterator[tuple]:
         if isinstance(node, DictConfig) and fields_of(node) is not None:
             yield from help_lines(node, path + ".")
             continue
-        f = fields.get(name)
-        help_text = f.metadata.get("help", "") if f is not None else ""
+        help_text = fields.get(name, {}).get("help", "")
         value = OmegaConf.to_object(node) if isinstance(node, ListConfig) else cfg[name]
         yield path, _show(value) if value is not None else "null", help_text

@@ -24,7 +24,8 @@ from amtrain.cli import compose
 from amtrain.data.base import TensorData
 from amtrain.errors import ConfigError
 from amtrain.models import build_model
-from amtrain.optim import build_trainer, memory
+from amtrain.optim import build_trainer
+from amtrain.optim.am import memory
 
 ONLINE = ["adam", "sgd", "am_adam", "am_mem"]
 OFFLINE = ["am_adam_off", "am_mem_off", "admm"]

@@ -6,7 +6,7 @@ from amtrain.cli import compose
 from amtrain.data import build_data
 from amtrain.models import build_model
 from amtrain.optim import build_trainer
-from amtrain.optim import admm_steps as steps
+from amtrain.optim.fullbatch import steps
 
 D = torch.float64
 GRID = torch.linspace(-6, 6, 240001, dtype=D)  # brute force: evaluate on a fine grid

@@ -5,8 +5,8 @@ import torch
 
 from amtrain.config import Mode
 from amtrain.models import mlp
-from amtrain.optim.am import AMAdam
-from amtrain.optim.mu import MuSchedule
+from amtrain.optim.am.online import AMAdam
+from amtrain.optim.am.mu import MuSchedule
 from conftest import am_adam_cfg
 
 

@@ -6,9 +6,9 @@ from torch import nn
 from amtrain.config import Mode
 from amtrain.models import mlp
 from amtrain.models.layered import Block, LayeredNet
-from amtrain.optim.am import OnlineAM
-from amtrain.optim.codes import hidden_data_term, proximal_term, solve_code, top_data_term
-from amtrain.optim.mu import MuSchedule
+from amtrain.optim.am.online import OnlineAM
+from amtrain.optim.am.codes import hidden_data_term, proximal_term, solve_code, top_data_term
+from amtrain.optim.am.mu import MuSchedule
 
 
 class Codes:  # the code-solver settings of the release: K=5, lr 0.3, Nesterov 0.9

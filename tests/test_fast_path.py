@@ -8,10 +8,10 @@ from torch import nn
 
 from amtrain.config import Mode
 from amtrain.models import mlp
-from amtrain.optim.am import AMAdam, AMMem
-from amtrain.optim.codes import hidden_data_grad, hidden_data_term, top_data_grad, top_data_term
-from amtrain.optim.linear_bn import LinearBN
-from amtrain.optim.mu import MuSchedule
+from amtrain.optim.am.online import AMAdam, AMMem
+from amtrain.optim.am.codes import hidden_data_grad, hidden_data_term, top_data_grad, top_data_term
+from amtrain.optim.am.linear_bn import LinearBN
+from amtrain.optim.am.mu import MuSchedule
 from conftest import am_adam_cfg
 
 

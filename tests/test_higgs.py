@@ -187,7 +187,7 @@ def test_admm_streams_higgs_with_state_on_disk_and_matches_in_memory(tmp_path, h
     from amtrain.data.base import TensorData
     from amtrain.models import build_model
     from amtrain.optim import build_trainer
-    from amtrain.optim.admm import DiskArray
+    from amtrain.optim.fullbatch.admm import DiskArray
 
     stream = HiggsStream(higgs_h5)
     x, y = stream._read("train", 0, stream.n_train)

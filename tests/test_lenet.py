@@ -6,9 +6,9 @@ import torch
 from amtrain.config import Mode
 from amtrain.errors import ConfigError
 from amtrain.models import lenet5
-from amtrain.optim.am import AMMem, OnlineAM
-from amtrain.optim.codes import hidden_data_term, proximal_term, top_data_term
-from amtrain.optim.mu import MuSchedule
+from amtrain.optim.am.online import AMMem, OnlineAM
+from amtrain.optim.am.codes import hidden_data_term, proximal_term, top_data_term
+from amtrain.optim.am.mu import MuSchedule
 from conftest import am_adam_cfg
 from test_cli import amtrain
 

@@ -4,9 +4,9 @@ import torch
 
 from amtrain.config import Mode
 from amtrain.models import mlp
-from amtrain.optim.am import AMMem
-from amtrain.optim.memory import BLOCK, CoActivationMemory, bcd, bcd_loop, exact, times_strictly_lower
-from amtrain.optim.mu import MuSchedule
+from amtrain.optim.am.online import AMMem
+from amtrain.optim.am.memory import BLOCK, CoActivationMemory, bcd, bcd_loop, exact, times_strictly_lower
+from amtrain.optim.am.mu import MuSchedule
 
 
 def surrogate(W, A, B):

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from amtrain.optim.mu import AdditiveMu, MultiplicativeMu, MuSchedule, build_mu
+from amtrain.optim.am.mu import AdditiveMu, MultiplicativeMu, MuSchedule, build_mu
 from amtrain.train import run
 
 

@@ -6,7 +6,7 @@ from amtrain.cli import compose
 from amtrain.data import build_data
 from amtrain.models import build_model
 from amtrain.optim import build_trainer
-from amtrain.optim.am import objective
+from amtrain.optim.am.online import objective
 
 
 def setup(*overrides, seed=0):

@@ -1,42 +1,30 @@
-"""Training methods: config -> :class:`Trainer`.
+"""Training methods, in folders that follow the family tree:
 
-``conf/optim/<name>.yaml`` builds the class named here.
+* ``am/`` — the ICML 2019 methods (Choromanska et al.): online AM-Adam and AM-mem
+  (Algorithm 2.1; the Elman RNN's AM-Adam), and their offline versions;
+* ``fullbatch/`` — the full-batch auxiliary-variable methods: Taylor et al.'s ADMM (2016),
+  dlADMM (Wang et al. 2019), mDLAM (Wang, Li, Zhao 2022), BCD (Zeng et al. 2019);
+* ``backprop.py`` — SGD and Adam on the chain rule, the baselines.
+
+``conf/optim/<name>.yaml`` names the one class it builds in ``_target_``;
+:func:`build_trainer` imports that class and calls its ``build``. No list of methods here.
 """
 from __future__ import annotations
 
+import importlib
+
 from amtrain.config import Mode
-from amtrain.errors import ConfigError
-from amtrain.models.rnn import ElmanRNN
-from amtrain.optim.admm import ADMM
-from amtrain.optim.am import AMAdam, AMMem, OnlineAM
-from amtrain.optim.am_rnn import AMAdamRNN
-from amtrain.optim.backprop import Backprop, adam, sgd
-from amtrain.optim.offline import OfflineAM
 from amtrain.optim.base import Trainer
-from amtrain.optim.mu import build_mu
+
+
+def trainer_class(target: str) -> type:
+    module, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_trainer(optim_cfg, mu_cfg, mode: Mode, net) -> Trainer:
-    name = optim_cfg.name
-    if isinstance(net, ElmanRNN) and name not in ("sgd", "adam", "am_adam"):
-        raise ConfigError(f"optim={name} is not implemented for model=rnn: use am_adam, sgd or adam")
-    if isinstance(net, ElmanRNN) and name == "am_adam":
-        return AMAdamRNN(net, build_mu(mu_cfg), mode, optim_cfg)
-    if name == "sgd":
-        return sgd(net, optim_cfg)
-    if name == "adam":
-        return adam(net, optim_cfg)
-    if name == "am_adam":
-        return AMAdam(net, build_mu(mu_cfg), mode, optim_cfg)
-    if name == "am_mem":
-        return AMMem(net, build_mu(mu_cfg), mode, optim_cfg)
-    if name == "am_adam_off":
-        return OfflineAM(AMAdam(net, build_mu(mu_cfg), mode, optim_cfg), optim_cfg.passes)
-    if name == "am_mem_off":
-        return OfflineAM(AMMem(net, build_mu(mu_cfg), mode, optim_cfg), optim_cfg.passes)
-    if name == "admm":
-        return ADMM(net, optim_cfg)
-    raise ConfigError(f"unknown optim '{name}'")
+    """The trainer ``optim_cfg._target_`` names, built for ``net``."""
+    return trainer_class(optim_cfg._target_).build(net, optim_cfg, mu_cfg, Mode(mode))
 
 
-__all__ = ["ADMM", "AMAdam", "AMMem", "Backprop", "OfflineAM", "OnlineAM", "Trainer", "build_trainer"]
+__all__ = ["Trainer", "build_trainer", "trainer_class"]

@@ -25,12 +25,20 @@ class Backprop(Trainer):
         return loss.detach(), output.detach()
 
 
-def sgd(net, cfg) -> Backprop:
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    return Backprop(net, opt, cfg.schedule, cfg.grad_clip)
+class SGD(Backprop):
+    """``optim=sgd``: torch.optim.SGD (momentum, Nesterov, weight decay as configured)."""
+
+    @classmethod
+    def build(cls, net, cfg, mu_cfg=None, mode=None) -> "SGD":
+        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+        return cls(net, opt, cfg.schedule, cfg.grad_clip)
 
 
-def adam(net, cfg) -> Backprop:
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    return Backprop(net, opt, cfg.schedule, cfg.grad_clip)
+class Adam(Backprop):
+    """``optim=adam``: torch.optim.Adam."""
+
+    @classmethod
+    def build(cls, net, cfg, mu_cfg=None, mode=None) -> "Adam":
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        return cls(net, opt, cfg.schedule, cfg.grad_clip)

@@ -29,7 +29,7 @@ import torch
 
 from amtrain.errors import ConfigError
 from amtrain.models.layered import LayeredNet
-from amtrain.optim import admm_steps as steps
+from amtrain.optim.fullbatch import steps
 from amtrain.optim.base import Trainer
 
 
@@ -37,6 +37,10 @@ class ADMM(Trainer):
     full_batch = True
     diverge_hint = "raise optim.ridge, or change optim.beta and optim.gamma"
     streams = True  # works on streamed (HIGGS) data: inputs are read chunk by chunk
+
+    @classmethod
+    def build(cls, net, cfg, mu_cfg=None, mode=None) -> "ADMM":
+        return cls(net, cfg)
 
     def __init__(self, net: LayeredNet, cfg):
         super().__init__(net)

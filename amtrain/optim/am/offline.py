@@ -23,7 +23,8 @@ from typing import List
 import torch
 
 from amtrain.errors import ConfigError
-from amtrain.optim.am import AMMem, OnlineAM
+from amtrain.optim.am.mu import build_mu
+from amtrain.optim.am.online import AMAdam, AMMem, OnlineAM
 from amtrain.optim.base import Trainer
 
 
@@ -88,3 +89,19 @@ class OfflineAM(Trainer):
     def _shuffled(n: int, batch_size: int, generator: torch.Generator, device):
         order = torch.randperm(n, generator=generator).to(device)
         return [order[s:s + batch_size] for s in range(0, n, batch_size)]
+
+
+class AMAdamOff(OfflineAM):
+    """``optim=am_adam_off``: offline AM with AM-Adam's code and weight steps."""
+
+    @classmethod
+    def build(cls, net, cfg, mu_cfg, mode) -> "AMAdamOff":
+        return cls(AMAdam(net, build_mu(mu_cfg), mode, cfg), cfg.passes)
+
+
+class AMMemOff(OfflineAM):
+    """``optim=am_mem_off``: offline AM with AM-mem's memories and BCD (eq. 7)."""
+
+    @classmethod
+    def build(cls, net, cfg, mu_cfg, mode) -> "AMMemOff":
+        return cls(AMMem(net, build_mu(mu_cfg), mode, cfg), cfg.passes)

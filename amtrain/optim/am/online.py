@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from amtrain.config import Mode
 from amtrain.errors import ConfigError
 from amtrain.models import LayeredNet, Sign
-from amtrain.optim import memory
+from amtrain.optim.am import memory
 from amtrain.optim.base import Trainer, make_step_lr
-from amtrain.optim.linear_bn import LinearBN
-from amtrain.optim.codes import (accept_if_better, hidden_data_grad, hidden_data_term, solve_code, top_data_grad,
+from amtrain.optim.am.linear_bn import LinearBN
+from amtrain.optim.am.codes import (accept_if_better, hidden_data_grad, hidden_data_term, solve_code, top_data_grad,
                                  top_data_term)
-from amtrain.optim.mu import MuSchedule
+from amtrain.optim.am.mu import MuSchedule, build_mu
 
 
 @torch.no_grad()
@@ -184,6 +184,16 @@ class AMAdam(OnlineAM):
 
     diverge_hint = "lower optim.lr or optim.codes.lr, or change mu.mu0"
 
+    @classmethod
+    def build(cls, net, cfg, mu_cfg, mode: Mode) -> Trainer:
+        """``optim=am_adam``: on a layered net, and on the Elman RNN through its own code pass."""
+        from amtrain.models.rnn import ElmanRNN
+        from amtrain.optim.am.rnn import AMAdamRNN
+
+        if isinstance(net, ElmanRNN):
+            return AMAdamRNN(net, build_mu(mu_cfg), mode, cfg)
+        return cls(net, build_mu(mu_cfg), mode, cfg)
+
     def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, cfg):
         super().__init__(net, mu, mode, cfg.codes, cfg.fast)
         # Adam is element-wise, so one Adam over all parameters is L+1 independent Adams.
@@ -211,6 +221,10 @@ class AMMem(OnlineAM):
     """AM-mem: co-activation memories A_l, B_l and block-coordinate descent on eq. 7."""
 
     diverge_hint = "lower optim.lr or optim.codes.lr, or raise optim.ridge"
+
+    @classmethod
+    def build(cls, net, cfg, mu_cfg, mode: Mode) -> "AMMem":
+        return cls(net, build_mu(mu_cfg), mode, cfg)
 
     def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, cfg):
         for l, block in enumerate(net.blocks):

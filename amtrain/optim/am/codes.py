@@ -26,7 +26,7 @@ from torch import nn
 
 from amtrain.config import Mode
 from amtrain.models.layered import LayeredNet
-from amtrain.optim.linear_bn import LinearBN
+from amtrain.optim.am.linear_bn import LinearBN
 
 
 def top_data_term(net: LayeredNet, c: torch.Tensor, y: torch.Tensor, mu: float, mode: Mode) -> torch.Tensor:

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from amtrain.config import Mode
 from amtrain.models.rnn import ElmanRNN
 from amtrain.optim.base import Trainer, make_step_lr
-from amtrain.optim.codes import solve_code
-from amtrain.optim.mu import MuSchedule
+from amtrain.optim.am.codes import solve_code
+from amtrain.optim.am.mu import MuSchedule
 
 
 def top_term(net: ElmanRNN, c_T, y, mu: float, mode: Mode):
