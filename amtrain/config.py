@@ -303,6 +303,8 @@ class EvalConfig:
     first_epoch_batches: Optional[int] = key(50, "test after each of the first n batches (null: every batch of epoch 1)", ge=0)
     every_batches: int = key(0, "also test every n batches throughout (0: off; HIGGS: 200)", ge=0)
     batch_size: int = key(10000, "evaluation batch size (memory only)", ge=1)
+    objective: bool = key(True, "full-batch methods: record their own objective after every iteration "
+                                "(split=train, not timed; one pass over the data)")
 
 
 @dataclass

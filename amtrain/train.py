@@ -180,11 +180,13 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
     for epoch in range(1, cfg.epochs + 1):
         where["epoch"] = epoch
         if trainer.full_batch:  # one iteration over the whole training set (offline AM, ADMM, ...)
+            before = trainer.train_metrics(data)  # the training set before this iteration (not timed)
             t0 = time.perf_counter()
-            loss_sum, correct, seen = trainer.epoch(data, bs, order)
+            during = trainer.epoch(data, bs, order)  # offline AM measures it on the way, at no cost
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_time += time.perf_counter() - t0
+            loss_sum, correct, seen = during if during is not None else before
             step += 1
             where["step"] = step
             samples += seen
@@ -223,6 +225,8 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
         train = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
         if getattr(trainer, "mu", None) is not None:
             train["mu"] = trainer.mu.value
+        if ev.objective:  # a full-batch method's own objective after this iteration (not timed)
+            train.update(trainer.objective(data))
         writer.write(step, epoch, samples, "train", train, train_time)
         final = dict(test(epoch))
         log.info("epoch %d: train loss %.4f acc %.4f | %s | %.1fs", epoch, train["loss"], train["acc"],

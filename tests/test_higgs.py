@@ -187,7 +187,9 @@ def test_admm_streams_higgs_with_state_on_disk_and_matches_in_memory(tmp_path, h
     from amtrain.data.base import TensorData
     from amtrain.models import build_model
     from amtrain.optim import build_trainer
-    from amtrain.optim.fullbatch.admm import DiskArray
+    import gc
+
+    from amtrain.optim.fullbatch.base import DiskArray
 
     stream = HiggsStream(higgs_h5)
     x, y = stream._read("train", 0, stream.n_train)
@@ -195,7 +197,7 @@ def test_admm_streams_higgs_with_state_on_disk_and_matches_in_memory(tmp_path, h
     weights = []
     for data, gb in ((memory, 4.0), (stream, 0.0)):
         cfg = compose(["dataset=higgs", f"dataset.path={higgs_h5}", "model=higgs_mlp", "optim=admm", "device=cpu",
-                       "optim.chunk_rows=128", f"optim.state_memory_gb={gb}", f"+optim.state_dir={tmp_path}",
+                       "optim.chunk_rows=128", f"optim.state_memory_gb={gb}", f"optim.state_dir={tmp_path}",
                        "optim.warm_start=1"])
         torch.manual_seed(0)
         net = build_model(cfg.model, (28,), 2)
@@ -206,6 +208,7 @@ def test_admm_streams_higgs_with_state_on_disk_and_matches_in_memory(tmp_path, h
         weights.append([p.detach().clone() for p in net.parameters()])
         state_dir = admm._state_dir
         del admm
+        gc.collect()  # the files go with the trainer (or at exit): collect it now
     for a, b in zip(*weights):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert state_dir is not None and not state_dir.exists()  # temporary state removed

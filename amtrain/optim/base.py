@@ -12,9 +12,11 @@ class Trainer:
     ``step`` returns the batch loss and the network's output *before* the update (both
     detached), so the loop can log training loss and accuracy without another forward pass.
 
-    Full-batch methods (offline AM, ADMM) set ``full_batch = True`` and implement
-    ``epoch(data, batch_size, generator) -> (loss_sum, correct, n)`` instead: one
-    iteration over the whole training set per epoch.
+    Full-batch methods (offline AM, ADMM, dlADMM, mDLAM, BCD) set ``full_batch = True``
+    and implement ``epoch(data, batch_size, generator)`` instead: one iteration over the
+    whole training set per epoch. It returns ``(loss_sum, correct, n)`` of the training set
+    before the update when it measures them on the way, else None, and the loop asks
+    :meth:`train_metrics` first (outside the timed region).
     """
 
     full_batch = False
@@ -27,6 +29,15 @@ class Trainer:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def train_metrics(self, data):
+        """Full-batch methods: (loss sum, correct, n) on the training set before an iteration, or
+        None when ``epoch`` returns them itself."""
+        return None
+
+    def objective(self, data) -> dict:
+        """The method's own objective(s) after an epoch, as {name: value} train metrics ({}: none)."""
+        return {}
 
     def end_epoch(self) -> None:
         for s in self.schedulers:

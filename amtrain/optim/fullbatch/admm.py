@@ -18,23 +18,17 @@ forward pass.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-import weakref
-from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import torch
 
 from amtrain.errors import ConfigError
 from amtrain.models.layered import LayeredNet
 from amtrain.optim.fullbatch import steps
-from amtrain.optim.base import Trainer
+from amtrain.optim.fullbatch.base import FullBatch, rows
 
 
-class ADMM(Trainer):
-    full_batch = True
+class ADMM(FullBatch):
     diverge_hint = "raise optim.ridge, or change optim.beta and optim.gamma"
     streams = True  # works on streamed (HIGGS) data: inputs are read chunk by chunk
 
@@ -43,25 +37,18 @@ class ADMM(Trainer):
         return cls(net, cfg)
 
     def __init__(self, net: LayeredNet, cfg):
-        super().__init__(net)
-        for l, block in enumerate(net.blocks):
-            if not block.is_linear_in_weights() or not isinstance(block.sigma, torch.nn.ReLU):
-                raise ConfigError(f"admm needs Linear layers with ReLU and no BatchNorm (layer {l + 1} is not): "
-                                  "set model.batchnorm=false and model.activation=relu")
+        super().__init__(net, cfg)
         if cfg.output not in ("hinge", "ce"):
             raise ConfigError(f"optim.output='{cfg.output}' is unknown: use hinge (Taylor's) or ce")
-        self.cfg = cfg
         self.beta, self.gamma = float(cfg.beta), float(cfg.gamma)
-        self.iteration = 0
         self.z: List[torch.Tensor] = []  # z_1..z_L (the last one is the output layer's)
         self.a: List[torch.Tensor] = []  # a_1..a_{L-1}
         self.lam: Optional[torch.Tensor] = None
         self._x_gram_inv = None
-        self._state_dir: Optional[Path] = None
 
     # --------------------------------------------------------------- weights as matrices [W | b]
     def _layers(self):
-        return [b.linear() for b in self.net.blocks] + [self.net.head]
+        return self.layers
 
     @staticmethod
     def _get(lin) -> torch.Tensor:
@@ -77,18 +64,7 @@ class ADMM(Trainer):
             lin.weight.copy_(W)
 
     def _chunks(self, n: int):
-        step = int(self.cfg.chunk_rows)
-        return [slice(s, min(s + step, n)) for s in range(0, n, step)]
-
-    # --------------------------------------------------------------- one iteration
-    def _array(self, name: str, n: int, k: int, device, disk: bool):
-        if not disk:
-            return torch.zeros(n, k, device=device, dtype=next(self.net.parameters()).dtype)
-        if self._state_dir is None:
-            root = self.cfg.state_dir or None
-            self._state_dir = Path(tempfile.mkdtemp(prefix="amtrain-admm-", dir=root))
-            weakref.finalize(self, shutil.rmtree, str(self._state_dir), True)
-        return DiskArray(self._state_dir / f"{name}.npy", n, k, device)
+        return self.chunks(n)
 
     @torch.no_grad()
     def _init_state(self, x) -> None:
@@ -98,9 +74,10 @@ class ADMM(Trainer):
         widths = [lin.out_features for lin in layers]
         need = 4 * n * (2 * sum(widths[:-1]) + 2 * widths[-1])
         disk = need > self.cfg.state_memory_gb * 2**30
-        self.z = [self._array(f"z{l + 1}", n, w, device, disk) for l, w in enumerate(widths)]
-        self.a = [self._array(f"a{l + 1}", n, w, device, disk) for l, w in enumerate(widths[:-1])]
-        self.lam = self._array("lambda", n, widths[-1], device, disk)
+        dtype = next(self.net.parameters()).dtype
+        self.z = [self._array(f"z{l + 1}", n, w, device, disk, dtype) for l, w in enumerate(widths)]
+        self.a = [self._array(f"a{l + 1}", n, w, device, disk, dtype) for l, w in enumerate(widths[:-1])]
+        self.lam = self._array("lambda", n, widths[-1], device, disk, dtype)
         for sl in self._chunks(n):
             a = x[sl]
             for l, lin in enumerate(layers):
@@ -138,7 +115,6 @@ class ADMM(Trainer):
         x, y = rows(data)
         if not self.z:
             self._init_state(x)
-        loss_sum, correct = self._train_metrics(x, y)
         layers = self._layers()
         L = len(layers)
         beta, gamma = self.beta, self.gamma
@@ -178,17 +154,6 @@ class ADMM(Trainer):
         for lin, Wl in zip(layers, W):
             self._set(lin, Wl)
         self.iteration += 1
-        return loss_sum, correct, len(y)
-
-    @torch.no_grad()
-    def _train_metrics(self, x, y):
-        loss_sum = torch.zeros((), device=y.device)
-        correct = torch.zeros((), device=y.device, dtype=torch.long)
-        for sl in self._chunks(len(x)):
-            out = self.net(x[sl])
-            loss_sum += self.net.loss(out, y[sl], reduction="sum")
-            correct += (self.net.predict(out) == y[sl]).sum()
-        return loss_sum, correct
 
     @torch.no_grad()
     def augmented_lagrangian(self, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -210,52 +175,6 @@ class ADMM(Trainer):
         else:
             loss = float(torch.nn.functional.cross_entropy(z, y, reduction="sum"))
         return loss + float((z * self.lam).sum()) + self.beta * float(((z - m) ** 2).sum())
-
-
-class DiskArray:
-    """A float32 (n, k) array in a memory-mapped .npy file, read and written by row slices as tensors."""
-
-    dtype = torch.float32
-
-    def __init__(self, path: Path, n: int, k: int, device):
-        self.mm = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.float32, shape=(n, k))
-        self.device = device
-        self.shape = (n, k)
-
-    def __len__(self) -> int:
-        return self.mm.shape[0]
-
-    def __getitem__(self, sl: slice) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.mm[sl])).to(self.device)
-
-    def __setitem__(self, sl: slice, value: torch.Tensor) -> None:
-        self.mm[sl] = value.detach().to("cpu", torch.float32).numpy()
-
-
-class StreamRows:
-    """The training inputs of a streamed dataset (HIGGS), read by row slices in file order."""
-
-    dtype = torch.float32
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.device = stream.device
-        self.shape = (stream.n_train,) + tuple(stream.in_shape)
-
-    def __len__(self) -> int:
-        return self.stream.n_train
-
-    def __getitem__(self, sl: slice) -> torch.Tensor:
-        x, _ = self.stream._read("train", sl.start, sl.stop)
-        return torch.from_numpy(x).to(self.stream.device)
-
-
-def rows(data):
-    """(inputs as a row store, all training labels) for in-memory or streamed data."""
-    if hasattr(data, "x_train"):
-        return data.x_train.flatten(1), data.y_train
-    y = torch.from_numpy(data._h5()["train/y"][: data.n_train]).long().to(data.device)
-    return StreamRows(data), y
 
 
 def _logistic_prox(m, y01, lam, beta, newton_steps):
