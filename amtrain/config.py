@@ -271,6 +271,73 @@ class ADMMConfig(OptimConfig):
     state_dir: Optional[str] = key(None, "where those files go (null: the system's temporary folder)")
 
 
+@dataclass
+class FullBatchConfig(OptimConfig):
+    """What dlADMM, mDLAM and BCD share: an MLP of Linear + ReLU layers, per-sample state
+    in memory, chunked steps, the authors' initialisation."""
+
+    MODELS: ClassVar[Tuple[str, ...]] = ("mlp",)
+    NO_BATCHNORM: ClassVar[bool] = True
+    RELU_ONLY: ClassVar[bool] = True
+
+    chunk_rows: int = key(10000, "rows per chunk in the sample-wise steps and sums (memory only)", ge=1)
+    state_memory_gb: float = key(8.0, "per-sample state these methods may keep in memory (a run needing more stops)",
+                                 ge=0)
+    init_std: Optional[float] = key(None, "re-draw every W and b from N(0, init_std^2) at the start, as the authors "
+                                          "do (null: the model's own initialisation)", gt=0)
+    init_bias: Optional[float] = key(None, "with init_std: every bias starts at this constant (null: drawn like W)")
+
+
+@dataclass
+class MDLAMConfig(FullBatchConfig):
+    name: str = "mdlam"
+    _target_: str = "amtrain.optim.fullbatch.mdlam.MDLAM"
+    rho: float = key(1e-3, "rho, the weight of the linear-constraint penalties phi_l", gt=0)
+    mu: float = key(0.05, "mu, the weight decay (mu/2)||W_l||^2 in F (not the AM penalty group `mu`)", ge=0)
+    eps0: float = key(100.0, "eps at the start: the box |a_l - ReLU(z_l)| <= eps", gt=0)
+    eps_decay: float = key(0.5, "eps <- max(eps_decay * eps, eps_min) after every iteration", gt=0, le=1)
+    eps_min: float = key(1e-3, "the floor of eps", gt=0)
+    accelerate: bool = key(True, "Nesterov extrapolation with the monotone safeguard (false: what the released "
+                                 "script runs, its extrapolation being always zero)")
+    backtrack_start: float = key(1.0, "first alpha (W steps) and t (a steps) of the backtracking", gt=0)
+    backtrack_factor: float = key(2.0, "alpha, t <- factor * alpha, t while the quadratic bound fails", gt=1)
+    backtrack_max: int = key(10, "increases before a W or a step is refused (the old block kept)", ge=0)
+    fista_step: float = key(4.0, "FISTA's step eta on the loss, for z_L", gt=0)
+    fista_tol: float = key(1e-4, "FISTA stops when the z_L objective (summed over samples) changes by less", gt=0)
+    fista_max: int = key(500, "FISTA's steps at most", ge=1)
+    init_std: Optional[float] = key(0.1, "", gt=0)
+
+
+@dataclass
+class DLADMMConfig(FullBatchConfig):
+    name: str = "dladmm"
+    _target_: str = "amtrain.optim.fullbatch.dladmm.DLADMM"
+    rho: float = key(1e-6, "rho at the start (0: no constraint terms, the dual stays 0)", ge=0)
+    rho_max: float = key(0.1, "the cap of rho's schedule", gt=0)
+    rho_factor: float = key(10.0, "rho <- min(factor * rho, rho_max), theta and tau times factor, when the training "
+                                  "loss has risen rho_patience iterations in a row", ge=1)
+    rho_patience: int = key(3, "rises of the training loss in a row that raise rho", ge=1)
+    theta: float = key(1.0, "first theta of the W steps' backtracking (step 1/theta)", gt=0)
+    tau: float = key(1.0, "first tau of the a steps' backtracking (step 1/tau)", gt=0)
+    backtrack_factor: float = key(2.0, "theta, tau <- factor * theta, tau while the quadratic bound fails", gt=1)
+    backtrack_max: int = key(40, "increases before a W or a step is refused (the authors' loop had no bound)", ge=0)
+    fista_step: float = key(4.0, "FISTA's step eta on the loss, for z_L", gt=0)
+    fista_tol: float = key(1e-3, "FISTA stops when the z_L objective (summed over samples) changes by less", gt=0)
+    fista_max: int = key(500, "FISTA's steps at most", ge=1)
+    init_std: Optional[float] = key(0.1, "", gt=0)
+
+
+@dataclass
+class BCDConfig(FullBatchConfig):
+    name: str = "bcd"
+    _target_: str = "amtrain.optim.fullbatch.bcd.BCD"
+    gamma: float = key(1.0, "gamma, the weight of the V_l = ReLU(U_l) couplings (and V_L = U_L)", gt=0)
+    rho: float = key(1.0, "rho, the weight of the U_l = V_{l-1} W_l^T + b_l couplings", gt=0)
+    alpha: float = key(5.0, "alpha, the proximal weight (alpha/2)||X - X_old||^2 of V_L, U_l, W_l, b_l", gt=0)
+    init_std: Optional[float] = key(0.01, "", gt=0)
+    init_bias: Optional[float] = key(0.1, "")
+
+
 # ----------------------------------------------------------------------------- mu
 @dataclass
 class MuConfig:
@@ -339,7 +406,8 @@ SCHEMAS = {
     "dataset": {"mnist": MNISTConfig, "cifar10": CIFAR10Config, "synthetic": SyntheticConfig, "higgs": HiggsConfig},
     "model": {"mlp": MLPConfig, "lenet5": LeNetConfig, "rnn": RNNConfig},
     "optim": {"sgd": SGDConfig, "adam": AdamConfig, "am_adam": AMAdamConfig, "am_mem": AMMemConfig,
-              "am_adam_off": AMAdamOffConfig, "am_mem_off": AMMemOffConfig, "admm": ADMMConfig},
+              "am_adam_off": AMAdamOffConfig, "am_mem_off": AMMemOffConfig, "admm": ADMMConfig,
+              "mdlam": MDLAMConfig, "dladmm": DLADMMConfig, "bcd": BCDConfig},
     "mu": {
         "constant": ConstantMuConfig,
         "additive": AdditiveMuConfig,
@@ -389,8 +457,9 @@ def fields_of(node) -> Optional[dict]:
         return None
     out = {}
     for f in dataclasses.fields(kind):
-        declared = (getattr(base, "__dataclass_fields__", {}).get(f.name) for base in kind.__mro__)
-        out[f.name] = next((d.metadata for d in declared if d is not None and d.metadata), {})
+        declared = [d.metadata for d in (getattr(base, "__dataclass_fields__", {}).get(f.name) for base in kind.__mro__)
+                    if d is not None and d.metadata]
+        out[f.name] = {k: next((m[k] for m in declared if m.get(k)), None) for k in ("help", "check")}
     return out
 
 
@@ -478,6 +547,10 @@ def _cross_checks(cfg: DictConfig) -> List[str]:
                    "make val_size smaller")
     optim = cfg.get("optim")
     out += _model_checks(cfg)
+    if optim is not None and "eps_min" in optim and optim.eps_min > optim.eps0:
+        out.append(f"optim.eps_min={optim.eps_min:g} is above optim.eps0={optim.eps0:g}: lower eps_min")
+    if optim is not None and "rho_max" in optim and optim.rho_max < optim.rho:
+        out.append(f"optim.rho_max={optim.rho_max:g} is below optim.rho={optim.rho:g}: raise rho_max")
     if optim is not None and optim.get("nesterov") and optim.get("momentum") == 0:
         out.append("optim.nesterov=true needs optim.momentum > 0: set optim.momentum=0.9 or optim.nesterov=false")
     return out
@@ -528,6 +601,6 @@ def help_lines(cfg: DictConfig, prefix: str = "") -> Iterator[tuple]:
         if isinstance(node, DictConfig) and fields_of(node) is not None:
             yield from help_lines(node, path + ".")
             continue
-        help_text = fields.get(name, {}).get("help", "")
+        help_text = fields.get(name, {}).get("help") or ""
         value = OmegaConf.to_object(node) if isinstance(node, ListConfig) else cfg[name]
         yield path, _show(value) if value is not None else "null", help_text

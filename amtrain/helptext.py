@@ -49,10 +49,13 @@ def _leaves(cfg: DictConfig) -> Dict[str, str]:
 
 
 def render(overrides: List[str], compose: Callable[[List[str]], DictConfig]) -> str:
+    from amtrain.cli import compose as compose_unchecked
+
     cfg = compose(overrides)
     choices = cfg.hydra.runtime.choices
-    # what the internal groups changed: compose without them and compare
-    without = {g: _leaves(compose(overrides + [f"~{g}"])) for g in INTERNAL_GROUPS if choices.get(g)}
+    # what the internal groups changed: compose without them (unchecked: that config may be invalid) and compare
+    without = {g: _leaves(compose_unchecked(overrides + [f"~{g}"], hydra_node=True)) for g in INTERNAL_GROUPS
+               if choices.get(g)}
     lines = [HEADER, "", "Groups (choose one option each; * marks the one in use):"]
     for group in PUBLIC_GROUPS:
         chosen = choices.get(group)

@@ -127,6 +127,16 @@ BAD = [  # (overrides, words the line must hold)
     (["optim=foo"], "unknown optim 'foo'; choose one of:"),
     (["optim.codes.lr=0"], "optim.codes.lr=0 is out of range: it must be > 0"),
     (["optim=sgd,adam"], "is a sweep (a list of values): add -m"),
+    # methods and models that cannot go together
+    (["optim=bcd", "model.batchnorm=true"], "optim=bcd has no BatchNorm layers"),
+    (["optim=mdlam", "model=lenet5"], "optim=mdlam cannot train model=lenet5"),
+    (["optim=dladmm", "model=rnn"], "optim=dladmm cannot train model=rnn"),
+    (["optim=bcd", "model=binary_mlp"], "optim=bcd's closed forms are for ReLU layers"),
+    (["optim=admm", "model.activation=tanh"], "optim=admm's closed forms are for ReLU layers"),
+    (["optim=am_mem", "model=lenet5"], "optim=am_mem cannot train model=lenet5"),
+    (["optim=dladmm", "optim.rho_max=1e-9"], "optim.rho_max=1e-09 is below optim.rho=1e-06"),
+    (["optim=mdlam", "optim.eps_min=1000"], "optim.eps_min=1000 is above optim.eps0=100"),
+    (["optim=mdlam", "optim.backtrack_factor=1"], "optim.backtrack_factor=1 is out of range: it must be > 1"),
 ]
 
 

@@ -8,6 +8,7 @@ from amtrain.train import run
 
 METHODS = ["am_adam", "am_mem", "sgd", "adam"]
 FULL_BATCH = ["am_adam_off", "am_mem_off", "admm"]
+AUX_FAMILY = ["mdlam", "dladmm", "bcd"]  # they learn in tests/test_family.py
 
 
 @pytest.mark.parametrize("mode", ["release", "paper"])
@@ -61,7 +62,7 @@ def test_first_epoch_every_batch_and_periodic_evaluation(make_cfg, tmp_path):
     assert steps == [0] + list(range(1, 13)) + [15, 20, 24]
 
 
-@pytest.mark.parametrize("optim", METHODS + FULL_BATCH)
+@pytest.mark.parametrize("optim", METHODS + FULL_BATCH + AUX_FAMILY)
 def test_same_seed_same_csv(make_cfg, tmp_path, optim):
     frames = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):

@@ -78,10 +78,18 @@ class FullBatch(Trainer):
         """a W_l^T + b_l for some rows a of layer l's input."""
         return a @ self.W[l].T if self.b[l] is None else torch.addmm(self.b[l], a, self.W[l].T)
 
-    def arrays(self, shapes: dict, n: int, device, dtype=torch.float32) -> dict:
-        """Per-sample state ``{name: width}`` for n samples, in memory or (above state_memory_gb) on disk."""
+    def arrays(self, shapes: dict, n: int, device, dtype=torch.float32, in_memory: bool = False) -> dict:
+        """Per-sample state ``{name: width}`` for n samples, in memory or (above state_memory_gb) on disk.
+
+        ``in_memory``: the method needs it in memory (its steps take whole arrays); above the
+        limit that is a one-line error naming the size."""
         need = 4 * n * sum(shapes.values())
-        disk = need > float(self.cfg.state_memory_gb) * 2**30
+        limit = float(self.cfg.state_memory_gb)
+        disk = need > limit * 2**30
+        if disk and in_memory:
+            raise ConfigError(f"optim={self.cfg.name} keeps {need / 2**30:.1f} GB of per-sample state in memory, "
+                              f"above optim.state_memory_gb={limit:g}: raise it if the machine has the memory, or "
+                              "train on fewer samples (dataset.train_size)")
         return {name: self._array(name, n, k, device, disk, dtype) for name, k in shapes.items()}
 
     def _array(self, name: str, n: int, k: int, device, disk: bool, dtype):

@@ -1,14 +1,19 @@
-"""Closed-form sub-problem solutions of Taylor et al. (2016), "Training Neural Networks
-Without Gradients: A Scalable ADMM Approach". Rows are samples throughout.
+"""Closed-form block updates of the full-batch auxiliary-variable methods. Rows are samples.
 
-Layer l has weights W_l (with a bias column when ``bias``), pre-activations z_l and
-activations a_l = h(z_l) kept for every training sample; a multiplier lambda lives on
-the output layer only.
+Taylor et al. (2016), "Training Neural Networks Without Gradients: A Scalable ADMM Approach":
 
 * W_l <- argmin_W ||z_l - W a_{l-1}||^2 + ridge ||W||^2          (least squares)
 * a_l <- argmin_a beta ||z_{l+1} - W_{l+1} a||^2 + gamma ||a - h(z_l)||^2
 * z_l <- argmin_z gamma ||a_l - h(z)||^2 + beta ||z - W_l a_{l-1}||^2      (entry-wise)
 * z_L <- argmin_z loss(z, y) + <z, lambda> + beta ||z - W_L a_{L-1}||^2
+
+The later methods reuse two of them: BCD's V_l update is the a_l update above (with rho
+for beta), and the ReLU coupling argmin (z_l above) is dlADMM's z_l and BCD's U_l update.
+Their own closed forms are here too:
+
+* mDLAM's z_l and a_l inside the box |a_l - ReLU(z_l)| <= eps (:func:`box_preactivations`,
+  :func:`box_activations`);
+* BCD's proximal least squares for (W_l, b_l) (:func:`prox_least_squares`, :func:`prox_bias`).
 """
 from __future__ import annotations
 
@@ -87,3 +92,38 @@ def update_output_ce(m: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, beta: 
 def ce_prox_objective(z, m, y, lam, beta):
     return (torch.nn.functional.cross_entropy(z, y, reduction="none") + (z * lam).sum(1)
             + beta * ((z - m) ** 2).sum(1))
+
+
+# ----------------------------------------------------------------------------- mDLAM's box
+def box_preactivations(m: torch.Tensor, a: torch.Tensor, eps: float) -> torch.Tensor:
+    """argmin_z ||z - m||^2 subject to |a - ReLU(z)| <= eps, entry-wise (mDLAM's z_l).
+
+    ReLU(z) <= a + eps holds exactly when z <= a + eps; ReLU(z) >= a - eps needs z >= a - eps
+    only where a - eps > 0. On that interval the nearest point to m is m clipped."""
+    z = torch.minimum(m, a + eps)
+    return torch.where(a - eps > 0, torch.maximum(z, a - eps), z)
+
+
+def box_activations(a: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
+    """The projection of a onto the box [ReLU(z) - eps, ReLU(z) + eps] (mDLAM's a_l constraint)."""
+    r = torch.relu(z)
+    return torch.clamp(a, min=r - eps, max=r + eps)
+
+
+# ----------------------------------------------------------------------------- BCD's (W, b)
+def prox_least_squares(gram: torch.Tensor, cross: torch.Tensor, W_old: torch.Tensor, alpha: float,
+                       rho: float) -> torch.Tensor:
+    """argmin_W (rho/2) ||U - V W^T - b||^2 + (alpha/2) ||W - W_old||^2 with the bias fixed:
+    W = (alpha W_old + rho (U - b)^T V) (alpha I + rho V^T V)^{-1}, from gram = V^T V and
+    cross = (U - b)^T V (float64 sums over the samples). The matrix is symmetric positive
+    definite for alpha > 0: a Cholesky solve, in float64."""
+    eye = torch.eye(gram.shape[0], dtype=torch.float64, device=gram.device)
+    A = alpha * eye + rho * gram.double()
+    rhs = alpha * W_old.double() + rho * cross.double()
+    return torch.linalg.solve(A, rhs.T).T.to(W_old.dtype)  # A symmetric: W A = rhs <=> A W^T = rhs^T
+
+
+def prox_bias(sum_residual: torch.Tensor, b_old: torch.Tensor, n: int, alpha: float, rho: float) -> torch.Tensor:
+    """argmin_b (rho/2) sum_i ||U_i - W V_i - b||^2 + (alpha/2) ||b - b_old||^2
+    = (alpha b_old + rho sum_i (U_i - W V_i)) / (rho n + alpha)."""
+    return ((alpha * b_old.double() + rho * sum_residual.double()) / (rho * n + alpha)).to(b_old.dtype)
