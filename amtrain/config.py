@@ -65,12 +65,26 @@ class DatasetConfig:
 
 
 @dataclass
-class MNISTConfig(DatasetConfig):
-    name: str = "mnist"
+class ImageConfig(DatasetConfig):
+    scale: str = key("standard", "pixels: standard (minus the training mean, over its std) | unit (in [0, 1], as "
+                                 "BCD's protocol)", choices=("standard", "unit"))
 
 
 @dataclass
-class CIFAR10Config(DatasetConfig):
+class MNISTConfig(ImageConfig):
+    name: str = "mnist"
+    files: Optional[str] = key(None, "a folder holding the four IDX files directly (null: <root>/MNIST/raw)")
+
+
+@dataclass
+class FashionMNISTConfig(ImageConfig):
+    name: str = "fashion_mnist"
+    files: Optional[str] = key(None, "a folder holding the four IDX files directly, e.g. /usr/share/datasets/"
+                                     "fashion-mnist from Debian's dataset-fashion-mnist (null: <root>/FashionMNIST/raw)")
+
+
+@dataclass
+class CIFAR10Config(ImageConfig):
     name: str = "cifar10"
 
 
@@ -403,7 +417,8 @@ class Config:
 
 
 SCHEMAS = {
-    "dataset": {"mnist": MNISTConfig, "cifar10": CIFAR10Config, "synthetic": SyntheticConfig, "higgs": HiggsConfig},
+    "dataset": {"mnist": MNISTConfig, "fashion_mnist": FashionMNISTConfig, "cifar10": CIFAR10Config,
+                "synthetic": SyntheticConfig, "higgs": HiggsConfig},
     "model": {"mlp": MLPConfig, "lenet5": LeNetConfig, "rnn": RNNConfig},
     "optim": {"sgd": SGDConfig, "adam": AdamConfig, "am_adam": AMAdamConfig, "am_mem": AMMemConfig,
               "am_adam_off": AMAdamOffConfig, "am_mem_off": AMMemOffConfig, "admm": ADMMConfig,

@@ -36,6 +36,7 @@ SCRIPTS = REPO / "scripts"
 PROTOCOLS = ("full", "quick", "smoke")
 DATA_FILES = {  # what a figure's dataset needs under the data root
     "mnist": "MNIST/raw",
+    "fashion_mnist": "FashionMNIST/raw",
     "cifar10": "cifar-10-batches-py",
     "higgs": "HIGGS/HIGGS.h5",
 }

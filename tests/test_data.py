@@ -118,3 +118,46 @@ def test_real_mnist_loads():
     data = mnist.load(SHARED_DATA, download=False)
     assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
     assert torch.bincount(data.y_test).tolist()[0] == 980
+
+
+def test_fashion_mnist_reads_gzipped_files_in_torchvisions_layout(tmp_path, make_cfg):
+    from amtrain.data import build_data
+    from amtrain.data.fake import write_fashion_mnist
+
+    root = write_fashion_mnist(tmp_path, n_train=120, n_test=40)
+    assert sorted(p.name for p in (root / "FashionMNIST" / "raw").iterdir())[0].endswith(".gz")
+    data = build_data(make_cfg("dataset=fashion_mnist", f"dataset.root={root}", "dataset.download=false").dataset)
+    assert data.x_train.shape == (120, 1, 28, 28) and data.x_test.shape == (40, 1, 28, 28)
+    assert data.x_train.min() == pytest.approx(-mnist.FASHION_MNIST.mean / mnist.FASHION_MNIST.std, rel=1e-5)
+    # the files given directly (Debian's /usr/share/datasets/fashion-mnist is flat), pixels in [0, 1]
+    flat = build_data(make_cfg("dataset=fashion_mnist", f"dataset.files={root / 'FashionMNIST' / 'raw'}",
+                               "dataset.scale=unit", "dataset.download=false").dataset)
+    assert flat.x_train.min() >= 0 and flat.x_train.max() == pytest.approx(1.0)
+    torch.testing.assert_close(flat.x_train * 1.0, data.x_train * mnist.FASHION_MNIST.std + mnist.FASHION_MNIST.mean,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_fashion_mnist_missing_files_say_where_and_how(tmp_path):
+    with pytest.raises(DataError, match="FashionMNIST/raw.*apt-get install dataset-fashion-mnist"):
+        mnist.load(tmp_path, download=False, spec=mnist.FASHION_MNIST)
+    with pytest.raises(DataError, match="dataset.files to the folder holding them"):
+        mnist.load(tmp_path, download=False, spec=mnist.FASHION_MNIST, files=str(tmp_path / "flat"))
+
+
+def test_failed_fashion_download_says_where_files_go(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*a, **k):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(DataError, match=r"Fashion-MNIST files are missing under .*FashionMNIST/raw and the download failed"):
+        mnist.load(tmp_path, download=True, spec=mnist.FASHION_MNIST)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "FashionMNIST" / "raw").exists(), reason="real Fashion-MNIST not present")
+def test_real_fashion_mnist_loads():
+    data = mnist.load(SHARED_DATA, download=False, spec=mnist.FASHION_MNIST, scale="unit")
+    assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
+    assert torch.bincount(data.y_train).tolist() == [6000] * 10 and torch.bincount(data.y_test).tolist() == [1000] * 10
+    assert float(data.x_train.mean()) == pytest.approx(0.2860, abs=5e-4)

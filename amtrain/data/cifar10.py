@@ -55,7 +55,7 @@ def _download(root) -> None:
             "or set dataset.root / AMTRAIN_DATA to a folder containing cifar-10-batches-py/") from e
 
 
-def load(root, download: bool) -> TensorData:
+def load(root, download: bool, scale: str = "standard") -> TensorData:
     names = TRAIN + TEST
     if any(not (batch_dir(root) / n).exists() for n in names) and download:
         _download(root)
@@ -64,8 +64,8 @@ def load(root, download: bool) -> TensorData:
         raise DataError(
             f"CIFAR-10 files missing in {batch_dir(root)}: {', '.join(missing)}; set dataset.root or "
             "AMTRAIN_DATA to a folder containing cifar-10-batches-py/, or dataset.download=true")
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
+    mean = torch.tensor(MEAN if scale == "standard" else (0.0, 0.0, 0.0)).view(1, 3, 1, 1)
+    std = torch.tensor(STD if scale == "standard" else (1.0, 1.0, 1.0)).view(1, 3, 1, 1)
 
     def stack(files):
         xs, ys = zip(*(read_batch(batch_dir(root) / f) for f in files))

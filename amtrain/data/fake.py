@@ -1,12 +1,12 @@
 """Tiny datasets written in the real file formats, for ``make smoke`` and the tests.
 
-Every dataset reader of amtrain runs unchanged on these files: MNIST as IDX files in
-torchvision's layout, CIFAR-10 as the python-pickle batches, HIGGS as the UCI text
+Every dataset reader of amtrain runs unchanged on these files: MNIST and Fashion-MNIST
+(gzipped) as IDX files in torchvision's layout, CIFAR-10 as the python-pickle batches, HIGGS as the UCI text
 format passed through :func:`amtrain.data.higgs_convert.convert`. The labels are
 learnable (a class-dependent pattern in the inputs), so a few batches of training
 move the accuracy above chance. Nothing here downloads anything.
 
-    python -m amtrain.data.fake DIR        # MNIST, CIFAR-10 and HIGGS under DIR
+    python -m amtrain.data.fake DIR        # MNIST, Fashion-MNIST, CIFAR-10 and HIGGS under DIR
 """
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
         path.write_bytes(data)
 
 
-def write_mnist(root, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
-    """<root>/MNIST/raw/*-ubyte: noise images with a bright block whose position is the class."""
+def write_mnist(root, n_train: int = 200, n_test: int = 100, seed: int = 0, folder: str = "MNIST",
+                gz: bool = False) -> Path:
+    """<root>/<folder>/raw/*-ubyte[.gz]: noise images with a bright block whose position is the class
+    (folder="FashionMNIST", gz=True: Fashion-MNIST's layout as Debian ships it)."""
     rng = np.random.default_rng(seed)
 
     def images(labels):
@@ -41,12 +43,17 @@ def write_mnist(root, n_train: int = 200, n_test: int = 100, seed: int = 0) -> P
             x[i, 4 + 10 * r: 12 + 10 * r, 2 + 5 * c: 6 + 5 * c] = 255
         return x
 
-    raw = Path(root) / "MNIST" / "raw"
+    raw = Path(root) / folder / "raw"
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         labels = rng.integers(0, 10, size=n)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images(labels))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images(labels), gz=gz)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, gz=gz)
     return Path(root)
+
+
+def write_fashion_mnist(root, n_train: int = 200, n_test: int = 100, seed: int = 1) -> Path:
+    """<root>/FashionMNIST/raw/*-ubyte.gz, gzipped as Debian's dataset-fashion-mnist ships them."""
+    return write_mnist(root, n_train, n_test, seed, folder="FashionMNIST", gz=True)
 
 
 def write_cifar10(root, n_per_batch: int = 40, n_test: int = 50, seed: int = 0) -> Path:
@@ -88,6 +95,7 @@ def write_higgs(root, n_train: int = 800, n_test: int = 200, seed: int = 0) -> P
 
 def write_all(root) -> Path:
     write_mnist(root, n_train=600, n_test=200)
+    write_fashion_mnist(root, n_train=600, n_test=200)
     write_cifar10(root, n_per_batch=120, n_test=200)
     write_higgs(root, n_train=1600, n_test=400)
     return Path(root)
@@ -95,9 +103,9 @@ def write_all(root) -> Path:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", help="folder to write MNIST/, cifar-10-batches-py/ and HIGGS/ into")
+    p.add_argument("root", help="folder to write MNIST/, FashionMNIST/, cifar-10-batches-py/ and HIGGS/ into")
     root = write_all(p.parse_args(argv).root)
-    print(f"wrote tiny MNIST, CIFAR-10 and HIGGS under {root}")
+    print(f"wrote tiny MNIST, Fashion-MNIST, CIFAR-10 and HIGGS under {root}")
 
 
 if __name__ == "__main__":
