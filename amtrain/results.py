@@ -12,7 +12,8 @@ from typing import Optional
 import pandas as pd
 
 METHOD_LABELS = {"am_adam": "AM-Adam", "am_mem": "AM-mem", "sgd": "SGD", "adam": "Adam",
-                 "am_adam_off": "AM-Adam-off", "am_mem_off": "AM-mem-off", "admm": "ADMM"}
+                 "am_adam_off": "AM-Adam-off", "am_mem_off": "AM-mem-off", "admm": "ADMM",
+                 "dladmm": "dlADMM", "mdlam": "mDLAM", "bcd": "BCD"}
 
 
 def load(path) -> Optional[pd.DataFrame]:

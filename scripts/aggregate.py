@@ -10,7 +10,8 @@ from different runs. Where a folder holds a sweep's ``multirun.yaml``, its grid 
 expanded as Hydra did, and jobs that never started are listed too.
 
 Writes one row per (dataset, model, optim, mode, variant, split, metric, step, epoch,
-samples_seen) with ``mean, std, n_seeds, seeds`` over the seeds that reached that step.
+samples_seen) with ``mean, std, wall_time, n_seeds, seeds`` over the seeds that reached that
+step (``wall_time``: the mean training seconds there).
 ``variant`` is a short hash of the run's resolved config without its seed, so runs that
 differ in any other setting are never averaged together; ``settings`` spells out how a
 variant differs from the others of the same method, ``overrides`` the command-line
@@ -163,6 +164,7 @@ def load(dirs) -> pd.DataFrame:
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     g = df.groupby(KEYS + ["settings", "overrides"], dropna=False)
     out = g.value.agg(["mean", "std"])
+    out["wall_time"] = g.wall_time.mean()  # training seconds at that point, mean over seeds
     out["n_seeds"] = g.seed.nunique()
     out["seeds"] = g.seed.apply(lambda s: " ".join(map(str, sorted(set(s)))))
     return out.reset_index()

@@ -63,6 +63,8 @@ def check(results: Path, c: dict) -> dict:
     if df is None:
         return out
     df = df[df.model == c["model"]]
+    if "dataset" in c:
+        df = df[df.dataset == c["dataset"]]
     if c["kind"] == "value":
         d = _at(df[df.optim == c["optim"]], c["at"])
         if len(d):
@@ -99,11 +101,76 @@ def final_table(results: Path, sweeps) -> list:
         if df is None:
             continue
         d = end_of_run(df)
+        many = d.dataset.nunique() > 1
         lines += ["", f"Test accuracy at the end of the run, `{sweep}.csv`:", "",
-                  "| model | method | epochs | test accuracy |", "|---|---|---|---|"]
-        for _, r in d.sort_values(["model", "mean"], ascending=[True, False]).iterrows():
+                  f"| {'dataset | ' if many else ''}model | method | epochs | test accuracy |",
+                  f"|{'---|' if many else ''}---|---|---|---|"]
+        for _, r in d.sort_values(["dataset", "model", "mean"], ascending=[True, True, False]).iterrows():
             extra = f" ({r.settings})" if r.settings else ""
-            lines.append(f"| {r.model} | {LABELS.get(r.optim, r.optim)}{extra} | {int(r.epoch)} | {_fmt(r)} |")
+            lines.append(f"| {r.dataset + ' | ' if many else ''}{r.model} | {LABELS.get(r.optim, r.optim)}{extra} | "
+                         f"{int(r.epoch)} | {_fmt(r)} |")
+    return lines
+
+
+def _seconds_per_pass(run: pd.DataFrame) -> float:
+    last = run[run.step == run.step.max()].iloc[0]
+    return float(last.wall_time) / max(int(last.epoch), 1) if "wall_time" in run else float("nan")
+
+
+def epochs_table(results: Path, sweeps, epochs) -> list:
+    """Test accuracy after the given epochs (iterations of a full-batch method) and seconds per iteration."""
+    lines = []
+    for sweep in sweeps:
+        df = _test_acc(results, sweep)
+        if df is None:
+            continue
+        df = end_of_epochs(df)
+        head = " | ".join(f"after {e}" for e in epochs)
+        lines += ["", f"Test accuracy by iteration, and training seconds per iteration (`{sweep}.csv`):", "",
+                  f"| dataset | model | method | {head} | s / iteration | seeds |",
+                  "|---|---|---|" + "---|" * len(epochs) + "---|---|"]
+        for (dataset, model, optim, settings), run in df.groupby(["dataset", "model", "optim", "settings"]):
+            cells = []
+            for e in epochs:
+                at = run[run.epoch == e]
+                cells.append(_fmt(at.iloc[0]) if len(at) else "not run")
+            extra = f" ({settings})" if settings else ""
+            lines.append(f"| {dataset} | {model} | {LABELS.get(optim, optim)}{extra} | {' | '.join(cells)} | "
+                         f"{_seconds_per_pass(run):.2f} | {run.seeds.iloc[-1]} |")
+    return lines
+
+
+def standing(results: Path, sweeps, reference: str) -> list:
+    """Where each method stands against ``reference`` (AM-Adam): per pass, and per second."""
+    lines = []
+    for sweep in sweeps:
+        df = _test_acc(results, sweep)
+        if df is None or "wall_time" not in df:
+            continue
+        df = end_of_epochs(df)
+        for dataset, d in df.groupby("dataset"):
+            ref = d[d.optim == reference].sort_values("epoch")
+            if not len(ref):
+                continue
+            ref_last = ref.iloc[-1]
+            lines += ["", f"{dataset}: each method beside {LABELS.get(reference, reference)} "
+                          f"({_fmt(ref_last)} after {int(ref_last.epoch)} passes, {float(ref_last.wall_time):.1f} s).",
+                      "'Same seconds' is " + LABELS.get(reference, reference) + "'s accuracy after as many training "
+                      "seconds as the method's whole run took (the last epoch within them).", "",
+                      "| method | after the last pass | vs " + LABELS.get(reference, reference) + " | seconds | "
+                      "same seconds, " + LABELS.get(reference, reference) + " | passes to 90% of "
+                      + LABELS.get(reference, reference) + "'s final |", "|---|---|---|---|---|---|"]
+            goal = 0.9 * float(ref_last["mean"])
+            for optim, run in sorted(d.groupby("optim"), key=lambda kv: -kv[1].sort_values("epoch").iloc[-1]["mean"]):
+                run = run.sort_values("epoch")
+                last = run.iloc[-1]
+                seconds = float(last.wall_time)
+                within = ref[ref.wall_time <= seconds]
+                same = f"{float(within.iloc[-1]['mean']):.3f}" if len(within) else "(before its first epoch)"
+                reach = run[run["mean"] >= goal]
+                passes = str(int(reach.epoch.min())) if len(reach) else f"not within {int(last.epoch)}"
+                lines.append(f"| {LABELS.get(optim, optim)} | {_fmt(last)} | {float(last['mean']) - float(ref_last['mean']):+.3f} | "
+                             f"{seconds:.1f} | {same} | {passes} |")
     return lines
 
 
@@ -137,13 +204,19 @@ def main(argv=None) -> None:
         png = results / "figures" / f"{fig}.png"
         if png.exists():
             lines += [f"![{fig}]({rel(png)})", ""]
-        lines += ["| paper | paper's value | ours | verdict |", "|---|---|---|---|"]
+        if claims.get(fig):
+            lines += ["| claim | published value | ours | verdict |", "|---|---|---|---|"]
         for c in claims.get(fig, []):
             r = check(results, c)
             key = r["verdict"].split(" ")[0]
             verdicts[key if key in verdicts else "other"] += 1
             lines.append(f"| {r['claim']} | {r['paper']} | {r['ours']} | {r['verdict']} |")
-        lines += final_table(results, spec["sweeps"])
+        if spec.get("table_epochs"):
+            lines += epochs_table(results, spec["sweeps"], spec["table_epochs"])
+        else:
+            lines += final_table(results, spec["sweeps"])
+        if spec.get("standing"):
+            lines += standing(results, spec["sweeps"], spec["standing"])
         if fig in notes:
             lines += ["", notes[fig].strip()]
         lines.append("")

@@ -6,7 +6,7 @@
     python scripts/reproduce.py --protocol smoke            # make smoke: tiny generated data
     python scripts/reproduce.py --protocol quick --figures fig1_mnist_first_epoch,fig8_binary
 
-For every figure of ``conf/reproduce.yaml`` whose data is present, each sweep runs as
+For every figure (and table) of ``conf/reproduce.yaml`` whose data is present, each sweep runs as
 ``amtrain -m experiment=<sweep> name=<protocol>_<sweep> <protocol overrides>`` (resumable:
 a rerun skips the jobs that finished), then ``scripts/aggregate.py`` writes
 ``<results>/<sweep>.csv`` and the figure's plot script writes ``<results>/figures/``.
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
         args.data = tempfile.mkdtemp(prefix="amtrain-smoke-data-")
         write_all(args.data)
-        print(f"smoke: tiny generated MNIST, CIFAR-10 and HIGGS files in {args.data}")
+        print(f"smoke: tiny generated MNIST, Fashion-MNIST, CIFAR-10 and HIGGS files in {args.data}")
     data_root = Path(args.data or env.get("AMTRAIN_DATA", "data")).resolve()
     env["AMTRAIN_DATA"] = str(data_root)
 
@@ -133,11 +133,13 @@ def main(argv=None) -> int:
     log_rows, failed = [], []
     for fig in figures:
         spec = plan["figures"][fig]
-        need = higgs if spec["data"] == "higgs" and higgs else data_root / DATA_FILES[spec["data"]]
-        if not need.exists() and not args.skip_runs:
-            print(f"skip {fig}: no {spec['data']} data at {need} (set AMTRAIN_DATA or --data)")
+        datasets = spec["data"] if isinstance(spec["data"], list) else [spec["data"]]
+        needs = [higgs if d == "higgs" and higgs else data_root / DATA_FILES[d] for d in datasets]
+        absent = [(d, n) for d, n in zip(datasets, needs) if not n.exists()]
+        if absent and not args.skip_runs:
+            print(f"skip {fig}: no {absent[0][0]} data at {absent[0][1]} (set AMTRAIN_DATA or --data)")
             log_rows.append({"finished": _now(), "figure": fig, "sweep": "",
-                             "status": f"skipped: no {spec['data']} data",
+                             "status": f"skipped: no {absent[0][0]} data",
                              "seconds": 0, "command": ""})
             continue
         csvs = []
@@ -170,6 +172,8 @@ def main(argv=None) -> int:
                 print(f"[{fig}] {e}")
             except FileNotFoundError:  # --skip-runs on a figure never run
                 print(f"[{fig}] no sweep folder {runs / f'{args.protocol}_{sweep}'}")
+        if spec.get("kind") == "table":  # scripts/report.py tabulates it
+            continue
         try:  # a plotting problem must not cost the runs: fix it, then rerun with --skip-runs
             plot = _module(SCRIPTS / "figures" / f"{fig}.py")
             for path in plot.main(["--results", str(results), "--protocol", args.protocol]):

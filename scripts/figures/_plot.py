@@ -21,8 +21,9 @@ from amtrain.results import METHOD_LABELS, end_of_epochs, load as load_csv, sele
 
 LABELS = {**METHOD_LABELS, "admm": "ADMM (Taylor et al.)"}
 COLORS = {"am_adam": "C3", "am_mem": "C1", "sgd": "C0", "adam": "C2", "am_adam_off": "C5", "am_mem_off": "C4",
-          "admm": "C7"}
-MODELS = {"mlp_2x100": "784-100-100-10", "mlp_2x500": "784-500-500-10", "higgs_mlp": "28-300-1",
+          "admm": "C7", "dladmm": "C8", "mdlam": "C9", "bcd": "C6"}
+MODELS = {"mlp_2x100": "784-100-100-10", "mlp_2x500": "784-500-500-10", "mlp_2x1000": "784-1000-1000-10",
+          "mlp_3x1500": "784-1500-1500-1500-10", "higgs_mlp": "28-300-1",
           "lenet5": "LeNet-5", "binary_mlp": "784-500(sign)-500(tanh)-10", "rnn": "Elman RNN"}
 
 
