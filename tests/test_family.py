@@ -303,3 +303,24 @@ def test_each_method_learns_and_records_its_objective(make_cfg, tmp_path, optim,
     df = pd.read_csv(tmp_path / "metrics.csv")
     objective = df[(df.split == "train") & (df.metric == "objective")]
     assert len(objective) == 15 and objective.value.notna().all()
+
+
+def test_dladmm_bias_and_weight_steps_from_the_layer_sums_equal_the_direct_passes():
+    t, data = trainer("dladmm", "optim.rho=0.3", "optim.theta=1e-3", "optim.chunk_rows=70", hidden="[40,30]")
+    x, y = rows(data)
+    t.iterate(x, y)
+    for l in range(t.L - 1):  # the hidden layers (the output layer is stepped directly)
+        a_prev = x if l == 0 else t.a[l - 1]
+        sums = t.layer_sums(l, a_prev)
+        assert sums is not None
+        W_fast, theta_fast = t.weight_step(l, a_prev, sums)
+        W_ref, theta_ref = t.weight_step(l, a_prev)
+        assert theta_fast == theta_ref
+        torch.testing.assert_close(W_fast, W_ref, rtol=1e-5, atol=1e-6)
+        b0 = t.b[l].clone()
+        t.update_bias(l, a_prev, sums)
+        b_fast = t.b[l].clone()
+        t.b[l] = b0
+        t.update_bias(l, a_prev)
+        torch.testing.assert_close(b_fast, t.b[l], rtol=1e-5, atol=1e-6)
+    assert t.layer_sums(t.L - 1, t.a[-1]) is None
