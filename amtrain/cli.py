@@ -15,6 +15,7 @@ run folder is in use by another process, 130 Ctrl-C (143 SIGTERM), 1 anything el
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -199,15 +200,31 @@ def _multirun(argv: List[str], overrides: List[str], cfg_only: bool) -> int:
     ensure_writable(the_plan.sweep_dir, "sweep folder", "choose another name= or hydra.sweep.dir")
     token = sweep.new_token()
     os.environ[sweep.TOKEN_ENV] = token
-    interrupted = None
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # a launcher's error reaches us whole, to be said in one line
+    slurm = "submitit_slurm" in " ".join(overrides)
+    if slurm:
+        sweep.adapt_to_slurm()
+    interrupted = launcher_error = None
+    quiet = sweep.dropping_stderr(["sbatch: error:", "Slurm accounting storage is disabled"]) if slurm \
+        else contextlib.nullcontext()
     try:
-        rc = _hydra(argv)
+        with quiet:
+            rc = _hydra(argv)
     except (KeyboardInterrupt, Interrupted) as e:
         interrupted, rc = e, 130
+    except Exception as e:  # the launcher failed to submit or to collect the jobs
+        launcher_error, rc = e, 1
+    if launcher_error is not None:
+        line, code = sweep.explain_launcher_error(launcher_error)
+        if code == 2:  # refused at submission: no job ran, no summary to give
+            raise ConfigError(line)
     text, code = sweep.summary(the_plan, token)
     print(text, flush=True)
     if interrupted is not None:
         raise interrupted
+    if launcher_error is not None:
+        print(f"amtrain: error: {line}", file=sys.stderr)
+        return code or 1
     if code:
         bad = text.splitlines()[0].split(": ", 2)[-1]
         print(f"amtrain: error: the sweep did not complete ({bad}): see the list above and each job's FAILED; "

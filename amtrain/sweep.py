@@ -18,11 +18,15 @@ the jobs of a ``multirun.yaml`` that never started.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
@@ -140,24 +144,205 @@ def run_job(run: Callable, cfg: DictConfig, out_dir: Path, sweep_dir: Path, extr
     except (KeyboardInterrupt, Interrupted) as e:
         report(sweep_dir, out_dir, "interrupted", getattr(e, "how", "Ctrl-C"))
         raise
-    except Exception as e:  # a bug: its traceback is in the job's FAILED; the sweep goes on
-        log.info("job %s failed: %s: %s", out_dir, type(e).__name__, e)
-        report(sweep_dir, out_dir, "failed", f"{type(e).__name__}: {e} (traceback in {out_dir / 'FAILED'})")
+    except Exception as e:  # a bug, or the launcher stopping the job: FAILED has the reason and the traceback
+        reason = _first_line(out_dir / "FAILED") or f"{type(e).__name__}: {e}"
+        log.info("job %s failed: %s", out_dir, reason)
+        report(sweep_dir, out_dir, "failed", f"{reason} (traceback in {out_dir / 'FAILED'})")
     else:
         report(sweep_dir, out_dir, "finished" if result.status == "finished" else "skipped",
                "" if result.status == "finished" else "finished already (DONE); resume=false reruns it")
 
 
+# ----------------------------------------------------------------------------- launchers
+# sbatch's refusals, and the launcher key that asks for what was refused
+SBATCH_REFUSALS = [
+    ("invalid partition", "hydra.launcher.partition: the partitions are listed by `sinfo`"),
+    ("generic resource", "hydra.launcher.gpus_per_node / gres: this partition has no such GPUs"),
+    ("gres", "hydra.launcher.gpus_per_node / gres: this partition has no such GPUs"),
+    ("memory specification", "hydra.launcher.mem_gb: more memory than a node of the partition has"),
+    ("requested node configuration is not available", "hydra.launcher.cpus_per_task, gpus_per_node or mem_gb: "
+                                                      "no node of the partition has that much"),
+    ("invalid account", "hydra.launcher.account"),
+    ("invalid qos", "hydra.launcher.qos"),
+    ("time limit", "hydra.launcher.timeout_min: above the partition's limit"),
+]
+
+
+def explain_launcher_error(err: Exception) -> Tuple[str, int]:
+    """One line for an error raised while the launcher submitted or collected the jobs, and its exit code."""
+    text = str(err).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if type(err).__name__ == "FailedJobError" and "sbatch" in text:
+        refused = next((ln for ln in lines if ln.startswith("sbatch: error:")
+                        and "Batch job submission failed" not in ln), lines[0] if lines else text)
+        low = text.lower()
+        key = next((k for pattern, k in SBATCH_REFUSALS if pattern in low), "the hydra.launcher settings")
+        return f"SLURM refused the jobs ({refused}): fix {key}", 2
+    first = lines[0] if lines else type(err).__name__
+    if type(err).__name__ == "UncompletedJobError":  # submitit: a job ended without its result (cancelled, killed)
+        return (f"the scheduler ended a job without its result ({first}): see the list above; rerun the same "
+                "command to retry the jobs that did not finish"), 1
+    return f"the launcher stopped ({type(err).__name__}: {first}); the jobs' own state is listed above", 1
+
+
+class _OnceFilter:
+    """Lets the first of a repeated log message through, reworded, and drops the rest."""
+
+    def __init__(self, needle: str, say: str):
+        self.needle, self.say, self.seen = needle, say, False
+
+    def filter(self, record) -> bool:
+        if self.needle not in record.getMessage():
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        record.msg, record.args = self.say, ()
+        return True
+
+
+def adapt_to_slurm() -> None:
+    """Make submitit work on a cluster without accounting, in the launching process.
+
+    submitit asks ``sacct`` for the state of its jobs. Where accounting is off, sacct fails on
+    every poll: submitit warns each time and never learns that a job was cancelled, killed
+    or timed out, so the sweep waits forever. Here its watcher falls back on ``squeue``,
+    which lists finished jobs for MinJobAge seconds (a job it no longer lists has ended),
+    and the warning is said once. submitit's records go to amtrain's console log alone
+    (stdout), not to its own two handlers (one on stderr, which carries only problems)."""
+    import logging
+
+    import submitit  # noqa: F401  (configures its logger on import)
+    from submitit.slurm import slurm
+
+    logger = logging.getLogger("submitit")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.addFilter(_OnceFilter("Bypassing sacct error", "sacct is unavailable on this cluster (no accounting): "
+                                                          "job states come from squeue (said once)"))
+    if not isinstance(slurm.SlurmJob.watcher, _squeue_watcher_class()):
+        slurm.SlurmJob.watcher = _squeue_watcher_class()(delay_s=600)
+
+
+def _squeue_watcher_class():
+    """SqueueWatcher, made on first use (submitit is imported only for SLURM sweeps)."""
+    global _SqueueWatcher
+    if _SqueueWatcher is not None:
+        return _SqueueWatcher
+    from submitit.slurm import slurm
+
+    class SqueueWatcher(slurm.SlurmInfoWatcher):
+        """submitit's sacct watcher, asking squeue when sacct fails."""
+
+        def __init__(self, delay_s: int = 60):
+            super().__init__(delay_s=delay_s)
+            self.seen: set = set()
+
+        def update(self) -> None:
+            before = self._output
+            super().update()
+            if self._output is not before:  # sacct answered
+                return
+            unknown = self._registered - self._finished
+            if not unknown:
+                return
+            ids = ",".join(sorted({j.split("_")[0] for j in unknown}))
+            try:
+                out = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T|%N", "-j", ids],
+                                     capture_output=True, text=True, timeout=60)
+            except (OSError, subprocess.SubprocessError):
+                return
+            if out.returncode != 0:
+                return
+            listed = {}
+            for line in out.stdout.splitlines():
+                parts = line.strip().split("|")
+                if len(parts) == 3 and parts[1]:
+                    listed[parts[0]] = {"JobID": parts[0], "State": parts[1].split()[0], "NodeList": parts[2]}
+            for job in unknown:
+                if job in listed:
+                    self.seen.add(job)
+                    self._info_dict[job] = listed[job]
+                elif job in self.seen:  # listed before, gone now: it ended more than MinJobAge ago
+                    self._info_dict[job] = {"JobID": job, "State": "COMPLETED", "NodeList": ""}
+            for job in self._registered - self._finished:
+                if self.is_done(job, mode="cache"):
+                    self._finished.add(job)
+
+    _SqueueWatcher = SqueueWatcher
+    return SqueueWatcher
+
+
+_SqueueWatcher = None
+
+
+@contextlib.contextmanager
+def dropping_stderr(prefixes: Sequence[str]):
+    """Drop the lines starting with ``prefixes`` from everything written to file descriptor 2
+    while the block runs: by this process and by the commands it starts (sbatch echoes its
+    refusal before submitit raises it, which the one-line error then states; sacct says
+    "Slurm accounting storage is disabled" on every poll). Everything else passes through."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump():
+        with os.fdopen(read_end, "rb") as src:
+            for line in src:
+                if not line.decode(errors="replace").startswith(tuple(prefixes)):
+                    os.write(real, line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # the pipe's last writer gone: the pump sees the end
+        thread.join(timeout=5)
+        os.close(real)
+
+
 # ----------------------------------------------------------------------------- summary
-def _fallback(job_dir: Path) -> Tuple[str, str]:
-    """How a job that left no report stands, from its folder."""
+def _scheduler_reason(sweep_dir: Path, job_dir: Path) -> Optional[str]:
+    """What SLURM said about a job that ended without a report, from submitit's logs."""
+    folder = Path(sweep_dir) / ".submitit"
+    if not folder.is_dir():
+        return None
+    for out in folder.glob("*/*_log.out"):
+        try:
+            if str(job_dir) not in out.read_text(errors="replace"):
+                continue
+            err = out.with_name(out.name.replace("_log.out", "_log.err")).read_text(errors="replace")
+        except OSError:
+            continue
+        for pattern, why in (("DUE TO TIME LIMIT", "killed by SLURM at its time limit (hydra.launcher.timeout_min)"),
+                             ("DUE TO PREEMPTION", "preempted by SLURM"), ("CANCELLED", "cancelled (scancel)"),
+                             ("oom", "killed for memory (hydra.launcher.mem_gb)")):
+            if pattern in err:
+                return why
+    return None
+
+
+def _first_line(path: Path) -> Optional[str]:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return lines[0] if lines else None
+
+
+def _fallback(job_dir: Path, sweep_dir: Optional[Path] = None) -> Tuple[str, str]:
+    """How a job that left no report stands, from its folder (and the scheduler's logs)."""
     if (job_dir / "DONE").exists():
         return "finished", "finished (no report from its process)"
     failed = job_dir / "FAILED"
     if failed.exists():
-        first = failed.read_text(errors="replace").splitlines()[:1]
-        return "failed", first[0] if first else "failed"
-    return "missing", "no report and no DONE: the job was killed, or never started"
+        return "failed", _first_line(failed) or "failed"
+    why = _scheduler_reason(sweep_dir, job_dir) if sweep_dir is not None else None
+    return "missing", why or "no report and no DONE: the job was killed, or never started"
 
 
 def summary(the_plan: Plan, token: str, width: int = 30) -> Tuple[str, int]:
@@ -169,7 +354,7 @@ def summary(the_plan: Plan, token: str, width: int = 30) -> Tuple[str, int]:
             rep = json.loads(path.read_text())
             status, reason = rep["status"], rep["reason"]
         except (OSError, ValueError, KeyError):
-            status, reason = _fallback(job.dir)
+            status, reason = _fallback(job.dir, the_plan.sweep_dir)
         rows.append((status, job.dir, reason))
     shutil.rmtree(the_plan.sweep_dir / REPORTS / token, ignore_errors=True)
     counts = {s: sum(r[0] == s for r in rows) for s in STATUSES}

@@ -151,6 +151,11 @@ def _summary(e: BaseException, where: Mapping[str, int]) -> str:
         how = e.how if isinstance(e, Interrupted) else "Ctrl-C"
         return (f"interrupted ({how}) at epoch {where['epoch']}, step {where['step']}: rerun the same command "
                 "to start it again")
+    if type(e).__name__ == "UncompletedJobError":  # submitit, on SLURM's warning signal before the time limit
+        return (f"stopped by SLURM before the end, at epoch {where['epoch']}, step {where['step']} ({e}): the job "
+                "needs more than hydra.launcher.timeout_min")
+    if isinstance(e, SystemExit):  # submitit requeues a preempted job by exiting; the requeued run starts again
+        return f"stopped at epoch {where['epoch']}, step {where['step']} (exit {e.code}): requeued by the launcher"
     return f"{type(e).__name__}: {e}"
 
 

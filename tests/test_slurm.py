@@ -1,0 +1,191 @@
+"""Sweeps on a real single-node SLURM cluster, through the real CLI and hydra/launcher=submitit_slurm.
+
+The module brings up a throw-away cluster (scripts/slurm/cluster.py: munge, slurmctld and
+slurmd, with their state in a temporary folder and on free ports) and stops exactly those
+daemons at the end. Without Debian's slurm-wlm and munge (.ci/run installs them) every test
+here is skipped, with the reason.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from amtrain.cli import command as amtrain_cmd
+from conftest import REPO
+
+_spec = importlib.util.spec_from_file_location("cluster", REPO / "scripts" / "slurm" / "cluster.py")
+cluster_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cluster_mod)
+
+MISSING = cluster_mod.missing_binaries()
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"SLURM is not installed (no {', '.join(MISSING)}): "
+                                                      "apt-get install -y slurm-wlm munge (.ci/run does it)")
+
+TINY = ["dataset=synthetic", "dataset.n_train=600", "dataset.n_test=300", "device=cpu", "progress=false",
+        "eval.first_epoch_batches=3", "batch_size=50", "threads=1"]
+LONG = ["dataset=synthetic", "dataset.n_train=6000", "dataset.n_test=300", "device=cpu", "progress=false",
+        "eval.first_epoch_batches=0", "batch_size=50", "threads=1", "epochs=40"]
+SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.timeout_min=10"]
+AGGREGATE = REPO / "scripts" / "aggregate.py"
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("slurm")
+    env = cluster_mod.start(folder)
+    env["PYTHONUNBUFFERED"] = "1"
+    yield env
+    cluster_mod.stop(folder)
+    for name in cluster_mod.DAEMONS:  # stopped, by the PIDs it wrote
+        pid = cluster_mod._pid(folder / f"{name}.pid")
+        assert pid is None or not Path(f"/proc/{pid}").exists(), name
+
+
+def amtrain(*args, cwd, env, timeout=300):
+    return subprocess.run(amtrain_cmd() + list(args), cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start(args, cwd, env):
+    return subprocess.Popen(amtrain_cmd() + list(args), cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def squeue(env, *fmt_args):
+    out = subprocess.run(["squeue", "-h", "-r", "--states=all", "-o", "%i %T"], env=env, capture_output=True,
+                         text=True).stdout
+    return dict(line.split()[:2] for line in out.splitlines() if line.strip())
+
+
+def wait_for_rows(folder: Path, pattern: str, rows: int, timeout: float = 120) -> Path:
+    """The job folder matching pattern once its partial CSV has `rows` lines (the job is running)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for partial in folder.glob(f"*{pattern}*/metrics.partial.csv"):
+            if partial.read_text().count("\n") >= rows:
+                return partial.parent
+        time.sleep(0.3)
+    raise AssertionError(f"no job matching {pattern} started in {folder}")
+
+
+def task_of(env, sweep_dir: Path, index: int) -> str:
+    """The SLURM id (<array>_<index>) of the sweep's job number `index`."""
+    arrays = {p.name.split("_")[0] for p in (sweep_dir / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)}
+    assert len(arrays) == 1, arrays  # one sweep, one job array
+    return f"{arrays.pop()}_{index}"
+
+
+def jobs(sweep_dir: Path):
+    return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def tables(tmp_path, *sweeps):
+    out = []
+    for sweep in sweeps:
+        csv = tmp_path / f"{sweep.name}.csv"
+        r = subprocess.run([sys.executable, str(AGGREGATE), str(sweep), "-o", str(csv)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        out.append(pd.read_csv(csv).drop(columns=["variant", "settings", "wall_time"]))
+    return out
+
+
+def metrics(job: Path) -> pd.DataFrame:
+    return pd.read_csv(job / "metrics.csv").drop(columns=["wall_time", "run_id"])
+
+
+def test_a_sweep_runs_as_one_job_array_and_aggregates_as_the_basic_launcher(slurm, tmp_path):
+    args = ["-m", *TINY, "optim=sgd,am_adam", "seed=0,1"]
+    r = amtrain(*args, *SLURM, "name=array", cwd=tmp_path, env=slurm)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # sacct's refusals and submitit's warnings stay off stderr
+    assert r.stdout.count("sacct is unavailable") == 1  # said once, not once per poll
+    assert "4 jobs: 4 finished" in r.stdout
+    sweep = tmp_path / "multirun" / "array"
+    assert len(jobs(sweep)) == 4 and all((j / "DONE").exists() for j in jobs(sweep))
+    task_dirs = [p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)]
+    assert len({t.split("_")[0] for t in task_dirs}) == 1 and len(task_dirs) == 4  # one array of 4 tasks
+    assert amtrain(*args, "name=basic", cwd=tmp_path, env=slurm).returncode == 0
+    a, b = tables(tmp_path, sweep, tmp_path / "multirun" / "basic")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_scancel_mid_sweep_then_the_same_command_reruns_only_that_job_exactly(slurm, tmp_path):
+    args = ["-m", *LONG, "optim=sgd,adam", "seed=0", *SLURM, "name=cancel"]
+    sweep = tmp_path / "multirun" / "cancel"
+    p = start(args, tmp_path, slurm)
+    wait_for_rows(sweep, "optim=adam", 6)
+    wait_for_rows(sweep, "optim=sgd", 6)
+    adam = task_of(slurm, sweep, 1)  # jobs in grid order: optim=sgd, optim=adam
+    subprocess.run(["scancel", adam], env=slurm, check=True)
+    out, err = p.communicate(timeout=240)
+    assert p.returncode != 0 and "Traceback" not in out + err
+    assert "2 jobs: 1 finished, 1 no result" in out and "cancelled (scancel)" in out
+    assert len(err.strip().splitlines()) == 1 and err.startswith("amtrain: error: the scheduler ended a job")
+    sgd_job, adam_job = (next(j for j in jobs(sweep) if k in j.name) for k in ("optim=sgd", "optim=adam"))
+    stamp = (sgd_job / "DONE").stat().st_mtime_ns
+    assert not (adam_job / "DONE").exists()
+    r = amtrain(*args, cwd=tmp_path, env=slurm)
+    assert r.returncode == 0, r.stderr
+    assert "2 jobs: 1 finished, 1 skipped (finished before)" in r.stdout
+    assert (sgd_job / "DONE").stat().st_mtime_ns == stamp  # not rerun
+    assert len(list((adam_job / ".superseded").iterdir())) == 1  # the cancelled attempt, kept aside
+    clean = amtrain("-m", *LONG, "optim=adam", "seed=0", "name=clean", cwd=tmp_path, env=slurm)
+    assert clean.returncode == 0
+    pd.testing.assert_frame_equal(metrics(adam_job), metrics(jobs(tmp_path / "multirun" / "clean")[0]))
+
+
+def test_requeue_of_a_running_task_reruns_it_cleanly(slurm, tmp_path):
+    args = ["-m", *LONG, "optim=sgd,adam", "seed=0", *SLURM, "name=requeue"]
+    sweep = tmp_path / "multirun" / "requeue"
+    p = start(args, tmp_path, slurm)
+    job = wait_for_rows(sweep, "optim=sgd", 6)
+    task = task_of(slurm, sweep, 0)
+    subprocess.run(["scontrol", "requeue", task], env=slurm, check=True)
+    # SLURM holds a requeued batch job for two minutes before it is eligible again: release it now
+    deadline = time.time() + 30
+    while squeue(slurm).get(task) not in ("PENDING",) and time.time() < deadline:
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], env=slurm, check=True)
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    assert "2 jobs: 2 finished" in out and err == ""
+    assert len(list((job / ".superseded").iterdir())) == 1  # the killed attempt, moved aside before the rerun
+    df = pd.read_csv(job / "metrics.csv")
+    assert df.run_id.nunique() == 1 and df.value.notna().all()
+    assert not df.duplicated(["step", "split", "metric"]).any()  # no row twice
+    assert (job / "train.log").read_text().count("run: dataset=") == 1
+
+
+def test_a_job_stopped_at_its_time_limit_is_recorded_as_failed_with_the_reason(slurm, tmp_path):
+    # one minute of wall time; submitit asks SLURM for its warning signal 45 s before the end
+    args = ["-m", "dataset=synthetic", "dataset.n_train=20000", "dataset.n_test=300", "device=cpu", "progress=false",
+            "eval.first_epoch_batches=0", "batch_size=50", "threads=1", "epochs=500", "optim=sgd",
+            *SLURM, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=45", "name=limit"]
+    r = amtrain(*args, cwd=tmp_path, env=slurm)
+    assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("failed"))
+    assert "stopped by SLURM before the end" in line and "hydra.launcher.timeout_min" in line
+    job = jobs(tmp_path / "multirun" / "limit")[0]
+    assert (job / "FAILED").read_text().startswith("stopped by SLURM before the end, at epoch ")
+    assert (job / "metrics.partial.csv").exists() and not (job / "DONE").exists()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("hydra.launcher.partition=nosuch", "invalid partition specified: nosuch): fix hydra.launcher.partition"),
+    ("hydra.launcher.gpus_per_node=1", "fix hydra.launcher.gpus_per_node"),
+])
+def test_an_sbatch_option_the_cluster_refuses_is_one_line_at_submission(slurm, tmp_path, override, expected):
+    r = amtrain("-m", *TINY, "optim=sgd", *SLURM, override, "name=refused", cwd=tmp_path, env=slurm)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("amtrain: error: SLURM refused the jobs") and expected in lines[0]
+    assert "Traceback" not in r.stdout + r.stderr
+    assert not list((tmp_path / "multirun" / "refused").glob("*/DONE"))
