@@ -189,3 +189,12 @@ def test_an_sbatch_option_the_cluster_refuses_is_one_line_at_submission(slurm, t
     assert len(lines) == 1 and lines[0].startswith("amtrain: error: SLURM refused the jobs") and expected in lines[0]
     assert "Traceback" not in r.stdout + r.stderr
     assert not list((tmp_path / "multirun" / "refused").glob("*/DONE"))
+
+
+def test_the_example_cluster_config_runs_as_it_is_on_the_single_node_cluster(slurm, tmp_path):
+    r = amtrain("-m", "+local=example", "hydra/launcher=submitit_slurm", *TINY, "optim=sgd", "name=example",
+                cwd=tmp_path, env=slurm)
+    assert r.returncode == 0, r.stderr
+    assert "1 jobs: 1 finished" in r.stdout
+    # TINY pins threads=1; without it a job takes cpus_per_task (2 in the example) torch threads
+    assert "threads=1 " in next((tmp_path / "multirun" / "example").rglob("train.log")).read_text()

@@ -54,3 +54,13 @@ def test_launchers_produce_the_same_job_dirs(tmp_path, launcher):
     assert len(jobs) == 2 and all((j / "DONE").exists() and (j / "metrics.csv").exists() for j in jobs)
     if "submitit" in launcher[0]:
         assert (tmp_path / "sw" / ".submitit").exists()  # the same code path as SLURM
+
+
+@pytest.mark.parametrize("local, partition, gpus", [("example", "debug", None), ("example_gpu", "gpu", 1)])
+def test_the_example_cluster_configs_compose_with_the_slurm_launcher(local, partition, gpus):
+    from amtrain.cli import compose_checked
+
+    cfg = compose_checked([f"+local={local}", "hydra/launcher=submitit_slurm", "optim=sgd"])
+    launcher = cfg.hydra.launcher
+    assert launcher.partition == partition and launcher.get("gpus_per_node") == gpus
+    assert launcher.max_num_timeout == 0 and launcher.timeout_min > 0
