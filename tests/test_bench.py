@@ -20,3 +20,20 @@ def test_bench_prints_every_table():
     # full-batch methods (HIGGS is streamed: no row)
     offline = out.split("Full-batch methods")[1]
     assert re.search(rf"\| cpu \| mlp_2x100 \|( {number} \|){{4}}", offline) and "higgs_mlp" not in offline, out
+
+
+def test_bench_family_prints_seconds_and_memory_of_each_method():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_family.py"), "--n", "300", "--reps", "1",
+         "--only", "bcd:mlp_2x100,mdlam:mlp_2x100:optim.accelerate=false:optim.fista_max=5"],
+        capture_output=True, text=True, timeout=300, check=True).stdout
+    assert re.search(r"\| bcd \| mlp_2x100 \| \d+\.\d+ \| [\d,]+ \|", out), out
+    assert re.search(r"\| mdlam \(optim.accelerate=false optim.fista_max=5\) \| mlp_2x100 \| \d+\.\d+ \|", out), out
+
+
+def test_bench_sweep_prints_per_job_times_for_serial_and_joblib():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_sweep.py"), "--rounds", "1", "--train", "400",
+         "--optims", "sgd"], capture_output=True, text=True, timeout=600, check=True).stdout
+    for way in ("serial (basic launcher)", "joblib n_jobs=2, threads=", "joblib n_jobs=2, shared"):
+        assert re.search(rf"\| sgd \| {re.escape(way)}.* \| \d+\.\d+ \| \d+\.\d+ \| \d+\.\d+ \|", out), out
