@@ -303,7 +303,20 @@ class FullBatchConfig(OptimConfig):
 
 
 @dataclass
-class MDLAMConfig(FullBatchConfig):
+class SteppedConfig(FullBatchConfig):
+    """What mDLAM and dlADMM share: gradient steps with bounded backtracking, and FISTA for z_L."""
+
+    backtrack_factor: float = key(2.0, "the step's alpha (theta, tau, t) <- factor * alpha while the quadratic bound "
+                                       "fails", gt=1)
+    backtrack_max: int = key(10, "increases before a W or a step is refused (the old block kept)", ge=0)
+    fista_step: float = key(4.0, "FISTA's step eta on the loss, for z_L", gt=0)
+    fista_tol: float = key(1e-4, "FISTA stops when the z_L objective (summed over samples) changes by less", gt=0)
+    fista_max: int = key(500, "FISTA's steps at most", ge=1)
+    init_std: Optional[float] = 0.1  # W, b ~ N(0, 0.1^2), as the authors' Net()
+
+
+@dataclass
+class MDLAMConfig(SteppedConfig):
     name: str = "mdlam"
     _target_: str = "amtrain.optim.fullbatch.mdlam.MDLAM"
     rho: float = key(1e-3, "rho, the weight of the linear-constraint penalties phi_l", gt=0)
@@ -314,16 +327,10 @@ class MDLAMConfig(FullBatchConfig):
     accelerate: bool = key(True, "Nesterov extrapolation with the monotone safeguard (false: what the released "
                                  "script runs, its extrapolation being always zero)")
     backtrack_start: float = key(1.0, "first alpha (W steps) and t (a steps) of the backtracking", gt=0)
-    backtrack_factor: float = key(2.0, "alpha, t <- factor * alpha, t while the quadratic bound fails", gt=1)
-    backtrack_max: int = key(10, "increases before a W or a step is refused (the old block kept)", ge=0)
-    fista_step: float = key(4.0, "FISTA's step eta on the loss, for z_L", gt=0)
-    fista_tol: float = key(1e-4, "FISTA stops when the z_L objective (summed over samples) changes by less", gt=0)
-    fista_max: int = key(500, "FISTA's steps at most", ge=1)
-    init_std: Optional[float] = key(0.1, "", gt=0)
 
 
 @dataclass
-class DLADMMConfig(FullBatchConfig):
+class DLADMMConfig(SteppedConfig):
     name: str = "dladmm"
     _target_: str = "amtrain.optim.fullbatch.dladmm.DLADMM"
     rho: float = key(1e-6, "rho at the start (0: no constraint terms, the dual stays 0)", ge=0)
@@ -333,12 +340,8 @@ class DLADMMConfig(FullBatchConfig):
     rho_patience: int = key(3, "rises of the training loss in a row that raise rho", ge=1)
     theta: float = key(1.0, "first theta of the W steps' backtracking (step 1/theta)", gt=0)
     tau: float = key(1.0, "first tau of the a steps' backtracking (step 1/tau)", gt=0)
-    backtrack_factor: float = key(2.0, "theta, tau <- factor * theta, tau while the quadratic bound fails", gt=1)
-    backtrack_max: int = key(40, "increases before a W or a step is refused (the authors' loop had no bound)", ge=0)
-    fista_step: float = key(4.0, "FISTA's step eta on the loss, for z_L", gt=0)
-    fista_tol: float = key(1e-3, "FISTA stops when the z_L objective (summed over samples) changes by less", gt=0)
-    fista_max: int = key(500, "FISTA's steps at most", ge=1)
-    init_std: Optional[float] = key(0.1, "", gt=0)
+    backtrack_max: int = 40  # the authors' loop had no bound
+    fista_tol: float = 1e-3  # the authors' dlADMM value
 
 
 @dataclass

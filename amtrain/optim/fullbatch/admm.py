@@ -32,10 +32,6 @@ class ADMM(FullBatch):
     diverge_hint = "raise optim.ridge, or change optim.beta and optim.gamma"
     streams = True  # works on streamed (HIGGS) data: inputs are read chunk by chunk
 
-    @classmethod
-    def build(cls, net, cfg, mu_cfg=None, mode=None) -> "ADMM":
-        return cls(net, cfg)
-
     def __init__(self, net: LayeredNet, cfg):
         super().__init__(net, cfg)
         if cfg.output not in ("hinge", "ce"):

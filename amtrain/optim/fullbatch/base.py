@@ -31,6 +31,10 @@ class FullBatch(Trainer):
     full_batch = True
     streams = False  # True: also runs on streamed data (inputs read by row slices from HDF5)
 
+    @classmethod
+    def build(cls, net, cfg, mu_cfg=None, mode=None) -> "FullBatch":
+        return cls(net, cfg)
+
     def __init__(self, net: LayeredNet, cfg):
         super().__init__(net)
         for l, block in enumerate(net.blocks):
@@ -99,6 +103,24 @@ class FullBatch(Trainer):
             self._state_dir = Path(tempfile.mkdtemp(prefix=f"amtrain-{self.cfg.name}-", dir=self.cfg.state_dir or None))
             weakref.finalize(self, shutil.rmtree, str(self._state_dir), True)
         return DiskArray(self._state_dir / f"{name}.npy", n, k, device)
+
+    @torch.no_grad()
+    def forward_state(self, x, n: int):
+        """z_l = a_{l-1} W_l^T + b_l and a_l = ReLU(z_l) of every sample, from a forward pass of the
+        initial network, in memory: ([z_1..z_L], [a_1..a_{L-1}])."""
+        widths = [W.shape[0] for W in self.W]
+        shapes = {f"z{l + 1}": w for l, w in enumerate(widths)}
+        shapes.update({f"a{l + 1}": w for l, w in enumerate(widths[:-1])})
+        state = self.arrays(shapes, n, self.W[0].device, in_memory=True)
+        z = [state[f"z{l + 1}"] for l in range(self.L)]
+        a = [state[f"a{l + 1}"] for l in range(self.L - 1)]
+        for sl in self.chunks(n):
+            v = x[sl]
+            for l in range(self.L):
+                z[l][sl] = self.linear(l, v)
+                if l < self.L - 1:
+                    v = a[l][sl] = torch.relu(z[l][sl])
+        return z, a
 
     def targets(self, y: torch.Tensor) -> torch.Tensor:
         """y as the output layer's target: one-hot rows, or a 0/1 column for one logit."""

@@ -41,10 +41,6 @@ from amtrain.optim.fullbatch.base import FullBatch
 class BCD(FullBatch):
     diverge_hint = "raise optim.alpha (the proximal weight), or change optim.rho and optim.gamma"
 
-    @classmethod
-    def build(cls, net, cfg, mu_cfg=None, mode=None) -> "BCD":
-        return cls(net, cfg)
-
     def __init__(self, net: LayeredNet, cfg):
         super().__init__(net, cfg)
         self.gamma, self.rho, self.alpha = float(cfg.gamma), float(cfg.rho), float(cfg.alpha)
@@ -103,18 +99,8 @@ class BCD(FullBatch):
     @torch.no_grad()
     def _forward_state(self, x) -> None:
         """U_l, V_l from a forward pass of the initial network; V_L = U_L."""
-        n = len(x)
-        shapes = {f"U{l + 1}": W.shape[0] for l, W in enumerate(self.W)}
-        shapes.update({f"V{l + 1}": W.shape[0] for l, W in enumerate(self.W)})
-        state = self.arrays(shapes, n, self.W[0].device, in_memory=True)
-        self.U = [state[f"U{l + 1}"] for l in range(self.L)]
-        self.V = [state[f"V{l + 1}"] for l in range(self.L)]
-        for sl in self.chunks(n):
-            v = x[sl]
-            for l in range(self.L):
-                self.U[l][sl] = self.linear(l, v)
-                v = torch.relu(self.U[l][sl]) if l < self.L - 1 else self.U[l][sl]
-                self.V[l][sl] = v
+        self.U, self.V = self.forward_state(x, len(x))
+        self.V.append(self.U[-1].clone())
 
     # ------------------------------------------------------------------ diagnostics
     @torch.no_grad()

@@ -55,10 +55,6 @@ class LayerSums(NamedTuple):
 class DLADMM(FullBatch):
     diverge_hint = "lower optim.rho_max, or raise optim.backtrack_max"
 
-    @classmethod
-    def build(cls, net, cfg, mu_cfg=None, mode=None) -> "DLADMM":
-        return cls(net, cfg)
-
     def __init__(self, net: LayeredNet, cfg):
         super().__init__(net, cfg)
         self.rho = float(cfg.rho)
@@ -229,18 +225,8 @@ class DLADMM(FullBatch):
     @torch.no_grad()
     def _init_state(self, x, y) -> None:
         """z_l, a_l from a forward pass of the initial network; z_L = +1 for the label, -1 elsewhere; u = 0."""
-        n = len(y)
-        hidden = {f"z{l + 1}": W.shape[0] for l, W in enumerate(self.W[:-1])}
-        hidden.update({f"a{l + 1}": W.shape[0] for l, W in enumerate(self.W[:-1])})
-        state = self.arrays(hidden, n, self.W[0].device, in_memory=True)
-        self.z = [state[f"z{l + 1}"] for l in range(self.L - 1)]
-        self.a = [state[f"a{l + 1}"] for l in range(self.L - 1)]
-        for sl in self.chunks(n):
-            v = x[sl]
-            for l in range(self.L - 1):
-                self.z[l][sl] = self.linear(l, v)
-                v = self.a[l][sl] = torch.relu(self.z[l][sl])
-        self.z.append(2 * self.targets(y) - 1)
+        self.z, self.a = self.forward_state(x, len(y))
+        self.z[-1] = 2 * self.targets(y) - 1
         self.u = torch.zeros_like(self.z[-1])
 
     # ------------------------------------------------------------------ diagnostics

@@ -51,10 +51,6 @@ from amtrain.optim.fullbatch.solvers import backtrack, backtrack_projected, fist
 class MDLAM(FullBatch):
     diverge_hint = "raise optim.mu or lower optim.rho"
 
-    @classmethod
-    def build(cls, net, cfg, mu_cfg=None, mode=None) -> "MDLAM":
-        return cls(net, cfg)
-
     def __init__(self, net: LayeredNet, cfg):
         super().__init__(net, cfg)
         self.rho = float(cfg.rho)
@@ -215,15 +211,5 @@ class MDLAM(FullBatch):
     @torch.no_grad()
     def _init_state(self, x, y) -> None:
         """z_l, a_l from a forward pass of the initial network; z_L = +1 for the label, -1 elsewhere."""
-        n = len(y)
-        hidden = {f"z{l + 1}": W.shape[0] for l, W in enumerate(self.W[:-1])}
-        hidden.update({f"a{l + 1}": W.shape[0] for l, W in enumerate(self.W[:-1])})
-        state = self.arrays(hidden, n, self.W[0].device, in_memory=True)
-        self.z = [state[f"z{l + 1}"] for l in range(self.L - 1)]
-        self.a = [state[f"a{l + 1}"] for l in range(self.L - 1)]
-        for sl in self.chunks(n):
-            v = x[sl]
-            for l in range(self.L - 1):
-                self.z[l][sl] = self.linear(l, v)
-                v = self.a[l][sl] = torch.relu(self.z[l][sl])
-        self.z.append(2 * self.targets(y) - 1)
+        self.z, self.a = self.forward_state(x, len(y))
+        self.z[-1] = 2 * self.targets(y) - 1
