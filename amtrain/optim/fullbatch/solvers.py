@@ -65,27 +65,37 @@ def fista_output(net, y: torch.Tensor, target: torch.Tensor, center: torch.Tenso
                  step: float, tol: float, max_steps: int) -> torch.Tensor:
     """argmin_z sum_i loss(z_i, y_i) + (rho/2) ||z - center||^2 by FISTA from z0 (see the module doc).
 
-    ``y`` are the labels (for ``net.loss``), ``target`` the same as one-hot rows or a 0/1
-    column (for ``net.loss_grad``)."""
+    ``y`` are the labels, ``target`` the same as one-hot rows or a 0/1 column. The loop works
+    on (outputs, samples) arrays, the authors' layout: on the CPU a softmax over the 10
+    classes is about 20 times faster along the leading dimension than along the trailing one."""
+    Y, C, Z0 = target.t().contiguous(), center.t().contiguous(), z0.t().contiguous()
+    single = Z0.shape[0] == 1
 
-    def per_row(z):
-        return output_loss(net, z, y) + (rho / 2) * ((z - center) ** 2).sum(1)
+    def loss_and_grad(Z):
+        """Per sample: the loss and its gradient in Z (cross-entropy of a softmax, or logistic)."""
+        if single:
+            return torch.nn.functional.softplus(Z[0]) - Y[0] * Z[0], torch.sigmoid(Z) - Y
+        lsm = Z.log_softmax(0)
+        return -(lsm * Y).sum(0), lsm.exp_() - Y
 
-    z, zeta = z0.clone(), z0.clone()
+    def per_sample(Z):
+        return loss_and_grad(Z)[0] + (rho / 2) * ((Z - C) ** 2).sum(0)
+
+    Z, zeta = Z0.clone(), Z0.clone()
     lam, f = 1.0, math.inf
     for _ in range(int(max_steps)):
-        f_old, f = f, float(per_row(z).sum())
+        loss, g = loss_and_grad(Z)
+        f_old, f = f, float(loss.sum() + (rho / 2) * ((Z - C) ** 2).sum())
         if abs(f - f_old) < tol:
             break
         lam_old, lam = lam, (1 + math.sqrt(1 + 4 * lam * lam)) / 2
         gamma = (1 - lam_old) / lam
-        g = net.loss_grad(z, target)  # d loss / d z, summed over samples
         zeta_old = zeta
         # a gradient step on the loss, then the prox of (rho/2)||. - center||^2
-        zeta = (rho * center + (z - step * g) / step) / (rho + 1 / step)
-        z = (1 - gamma) * zeta + gamma * zeta_old
-    better = per_row(z) <= per_row(z0)
-    return torch.where(better[:, None], z, z0)
+        zeta = (rho * C + (Z - step * g) / step) / (rho + 1 / step)
+        Z = (1 - gamma) * zeta + gamma * zeta_old
+    better = per_sample(Z) <= per_sample(Z0)
+    return torch.where(better[None, :], Z, Z0).t().contiguous()
 
 
 def output_loss(net, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
