@@ -9,6 +9,7 @@ line, then the traceback) and keeps everything it had written.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -164,7 +165,7 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
     bs, ev = cfg.batch_size, cfg.eval
     n_batches = data.n_batches(bs)
     step = samples = 0
-    train_time = 0.0
+    clock = TrainClock(device)
     guard = DivergenceGuard(cfg.divergence, net, trainer.diverge_hint)
     net.train()
 
@@ -173,24 +174,25 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
     def test(epoch: int) -> Dict[str, float]:
         if last["step"] == step:  # already evaluated at this step (e.g. last batch of epoch 1)
             return last["metrics"]
-        out = {}
+        out, train_time = {}, clock.pause()
         for split in data.splits:
             m = evaluate(net, data, split, ev.batch_size)
             writer.write(step, epoch, samples, split, m, train_time)
             out.update({f"{split}/{k}": v for k, v in m.items()})
         last.update(step=step, metrics=out)
+        clock.resume()
         return out
 
     final = test(epoch=0)
     for epoch in range(1, cfg.epochs + 1):
         where["epoch"] = epoch
+        clock.resume()
         if trainer.full_batch:  # one iteration over the whole training set (offline AM, ADMM, ...)
+            clock.pause()
             before = trainer.train_metrics(data)  # the training set before this iteration (not timed)
-            t0 = time.perf_counter()
-            during = trainer.epoch(data, bs, order)  # offline AM measures it on the way, at no cost
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            train_time += time.perf_counter() - t0
+            clock.resume()
+            with clock.step():
+                during = trainer.epoch(data, bs, order)  # offline AM measures it on the way, at no cost
             loss_sum, correct, seen = during if during is not None else before
             step += 1
             where["step"] = step
@@ -205,11 +207,8 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
             bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
                        disable=None if cfg.progress else True)  # None: drawn only on a terminal
             for x, y in data.train_batches(bs, order):
-                t0 = time.perf_counter()
-                loss, output = trainer.step(x, y)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                train_time += time.perf_counter() - t0
+                with clock.step():  # no host sync here on CUDA: the clock reads the device at evaluations
+                    loss, output = trainer.step(x, y)
                 step += 1
                 where["step"] = step
                 samples += y.shape[0]
@@ -226,6 +225,7 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
                 bar.update(1)
             bar.close()
             _finish_epoch(trainer)
+        train_time = clock.pause()
         guard.check(loss_sum, seen, epoch, step)
         train = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
         if getattr(trainer, "mu", None) is not None:
@@ -238,6 +238,37 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
                  " ".join(f"{k} {v:.4f}" for k, v in final.items()), train_time)
     final.update({"train/loss": train["loss"], "train/acc": train["acc"], "train_time": train_time})
     return final
+
+
+class TrainClock:
+    """Training seconds, evaluation excluded.
+
+    On the CPU each step is timed on its own (``with clock.step()``), as before. On CUDA the
+    steps are queued without a host sync; the clock reads the device once at each evaluation
+    point (``pause``), and counts the time between two readings, data loading included, so
+    timing costs no sync per step. ``resume`` starts counting again after an evaluation."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.total = 0.0
+        self._since: Optional[float] = None
+
+    @contextlib.contextmanager
+    def step(self):
+        t0 = time.perf_counter()
+        yield
+        if not self.cuda:
+            self.total += time.perf_counter() - t0
+
+    def pause(self) -> float:
+        if self.cuda and self._since is not None:
+            torch.cuda.synchronize()
+            self.total += time.perf_counter() - self._since
+        self._since = None
+        return self.total
+
+    def resume(self) -> None:
+        self._since = time.perf_counter() if self.cuda else None
 
 
 def _finish_epoch(trainer) -> None:

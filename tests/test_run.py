@@ -99,3 +99,30 @@ def test_incompatible_choices_fail_clearly(make_cfg, tmp_path):
         pytest.skip("CUDA present: device=cuda is valid here")
     with pytest.raises(ConfigError, match="device=cpu"):
         run(make_cfg("device=cuda"), tmp_path / "cuda")
+
+
+def test_the_train_clock_counts_steps_on_the_cpu_and_spans_between_readings_on_cuda(monkeypatch):
+    import time
+
+    import torch
+
+    from amtrain.train import TrainClock
+
+    cpu = TrainClock(torch.device("cpu"))
+    cpu.resume()
+    with cpu.step():
+        time.sleep(0.02)
+    time.sleep(0.05)  # between steps (data loading, logging): not counted on the CPU
+    assert 0.015 < cpu.pause() < 0.045
+    syncs = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: syncs.append(1))
+    gpu = TrainClock(torch.device("cuda"))
+    gpu.resume()
+    for _ in range(5):
+        with gpu.step():  # queued work: no sync per step
+            time.sleep(0.005)
+    assert syncs == []
+    assert 0.02 < gpu.pause() < 0.2 and syncs == [1]  # one sync, at the reading
+    time.sleep(0.05)  # an evaluation: not counted
+    gpu.resume()
+    assert gpu.pause() < 0.2 and len(syncs) == 2
