@@ -150,6 +150,8 @@ class RNNConfig:
     activation: str = key("tanh", "the recurrence (fixed: tanh)", choices=("tanh",))
     recurrent_init: str = key("default", "W_h at start: default (torch's uniform) | orthogonal | identity",
                               choices=("default", "orthogonal", "identity"))
+    readout: str = key("last", "what the prediction reads, after a ReLU: last (h_T) | mean (of h_1..h_T) | "
+                               "sequence (all of h_1..h_T)", choices=("last", "mean", "sequence"))
     batchnorm: bool = key(False, "not used: no BatchNorm in the recurrence (the key exists for mode=...)")
     hidden_bias: bool = key(True, "bias of the recurrence")
     single_logit: bool = key(False, "binary problems: one output and the logistic loss")

@@ -8,13 +8,16 @@ from amtrain.errors import ConfigError
 from amtrain.models import build_model
 from amtrain.models.rnn import ElmanRNN
 from amtrain.optim import build_trainer
-from amtrain.optim.am.rnn import step_grad, step_term, top_term
+from amtrain.optim.am.rnn import readout_grad, readout_scale, readout_term, step_grad, step_term, top_term
 from amtrain.train import run
 
 
-def setup(mode="paper", seed=0, T=12, d=6):
+READOUTS = ["last", "mean", "sequence"]
+
+
+def setup(mode="paper", seed=0, T=12, d=6, readout="last"):
     torch.manual_seed(seed)
-    net = ElmanRNN(1, d, 3).double()
+    net = ElmanRNN(1, d, 3, readout=readout, n_steps=T).double()
     cfg = compose(["model=rnn", "optim=am_adam", f"mode={mode}", "dataset=synthetic"])
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(32, T, generator=g, dtype=torch.float64)
@@ -22,13 +25,38 @@ def setup(mode="paper", seed=0, T=12, d=6):
     return net, build_trainer(cfg.optim, cfg.mu, cfg.mode, net), x, y
 
 
-def test_split_forward_through_time_equals_the_fused_rnn():
-    net, _, x, _ = setup()
+@pytest.mark.parametrize("readout", READOUTS)
+def test_split_forward_through_time_equals_the_fused_rnn(readout):
+    net, _, x, _ = setup(readout=readout)
     c = net.encode(x)
     assert c.shape == (32, 12, 6)
-    torch.testing.assert_close(net.readout(c[:, -1]), net(x).detach())
+    torch.testing.assert_close(net.readout(c), net(x).detach())
     h, _ = net.rnn(net.sequence(x))
     torch.testing.assert_close(torch.tanh(c), h.detach())  # every step's hidden state
+    # the logits are the sum of every step's contribution relu(h_t) W_o(t)^T, and the bias
+    parts = [torch.relu(h[:, t]) @ net.step_weights(t, 12).T for t in range(12) if net.step_weights(t, 12) is not None]
+    torch.testing.assert_close(sum(parts) + net.head.bias, net(x).detach())
+    expected = {"last": 1, "mean": 12, "sequence": 12}[readout]
+    assert len(parts) == expected and net.head.in_features == (72 if readout == "sequence" else 6)
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("mode", [Mode.paper, Mode.release])
+def test_closed_form_readout_gradient_equals_autograd(readout, mode):
+    net, _, x, y = setup(readout=readout)
+    c = net.encode(x)
+    z = net.readout(c).detach()
+    target = net.loss_target(y, z.dtype)
+    for t in (11, 5):
+        W_t = net.step_weights(t, 12)
+        if W_t is None:
+            continue
+        W_t = W_t.detach()
+        z_rest = z - torch.relu(torch.tanh(c[:, t])) @ W_t.T
+        ct = (c[:, t] + 0.05).clone().requires_grad_(True)
+        (ref,) = torch.autograd.grad(readout_term(net, ct, W_t, z_rest, y, 0.01, mode), ct)
+        got = readout_grad(net, W_t, z_rest, target, readout_scale(y, 0.01, mode))(c[:, t] + 0.05)
+        torch.testing.assert_close(got, ref)
 
 
 def test_closed_form_step_gradient_equals_autograd():
@@ -40,9 +68,13 @@ def test_closed_form_step_gradient_equals_autograd():
         torch.testing.assert_close(step_grad(net, u[:, 5], c[:, 5] + 0.1, 0.01, mode)(c[:, 4]), ref)
 
 
+@pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("mode", ["paper", "release"])
-def test_recurrent_code_updates_lower_their_subobjectives(mode):
-    net, am, x, y = setup(mode)
+def test_recurrent_code_updates_lower_their_subobjectives(mode, readout):
+    """Each step's solve lowers its own sub-objective: the loss term where the step reaches the
+    read-out (with the other steps' logits as they were when it was solved), its successor's
+    constraint below the last step, and the proximal term (paper mode)."""
+    net, am, x, y = setup(mode, readout=readout)
     mu, m = 0.01, Mode(mode)
     u, c0 = net.drive(x).detach(), net.encode(x)
     c = am.update_codes(u, c0, y, mu)
@@ -52,11 +84,28 @@ def test_recurrent_code_updates_lower_their_subobjectives(mode):
         return mu * (a - b).pow(2).sum() if m == Mode.paper else 0.0
 
     with torch.no_grad():
-        top = lambda code: float(top_term(net, code, y, mu, m) + prox(code, c0[:, -1]))  # noqa: E731
-        assert top(c[:, -1]) < top(c0[:, -1])
-        for t in range(T - 1):
-            f = lambda code: float(step_term(net, code, u[:, t + 1], c[:, t + 1], mu, m) + prox(code, c0[:, t]))  # noqa
+        if readout == "last":  # the original eq. 4 for the last code
+            top = lambda code: float(top_term(net, code, y, mu, m) + prox(code, c0[:, -1]))  # noqa: E731
+            assert top(c[:, -1]) < top(c0[:, -1])
+        z = net.readout(c0)  # logits as the top-down pass had them before solving step t
+        lowered = 0
+        for t in reversed(range(T)):
+            W_t = net.step_weights(t, T)
+            z_rest = None if W_t is None else z - torch.relu(torch.tanh(c0[:, t])) @ W_t.T
+
+            def f(code, t=t, W_t=W_t, z_rest=z_rest):
+                value = prox(code, c0[:, t])
+                if W_t is not None:
+                    value = value + readout_term(net, code, W_t, z_rest, y, mu, m)
+                if t < T - 1:
+                    value = value + step_term(net, code, u[:, t + 1], c[:, t + 1], mu, m)
+                return float(value)
+
             assert f(c[:, t]) <= f(c0[:, t]) + 1e-12, f"step {t}"
+            lowered += f(c[:, t]) < f(c0[:, t])
+            if W_t is not None:
+                z = z_rest + torch.relu(torch.tanh(c[:, t])) @ W_t.T
+        assert lowered >= T // 2
 
 
 def test_weight_step_touches_shared_weights_only_through_local_losses():
@@ -85,6 +134,27 @@ def test_rnn_learns_a_sequence_problem(make_cfg, tmp_path, optim):
     """The synthetic problem read as a 20-step sequence of single values."""
     cfg = make_cfg("model=rnn", "model.hidden=16", f"optim={optim}", "epochs=8", "dataset.n_features=20")
     assert run(cfg, tmp_path)["test/acc"] > 0.45  # chance: 0.25
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("optim", ["am_adam", "sgd", "adam"])
+def test_every_readout_learns_a_short_sequence_task(optim, readout):
+    """Sequences of 12 values drawn around -1, 0 or +1 by class: what a mean, the whole sequence or
+    the last state can all tell apart (the synthetic clusters read in order need positions a mean
+    pools away)."""
+    g = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 3, (600,), generator=g)
+    x = (y[:, None].float() - 1.0) + torch.randn(600, 12, generator=g)
+    torch.manual_seed(0)
+    cfg = compose(["model=rnn", "model.hidden=16", f"model.readout={readout}", f"optim={optim}", "dataset=synthetic"])
+    net = build_model(cfg.model, (12,), 3)
+    trainer = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+    for epoch in range(15):
+        for idx in torch.randperm(500, generator=g).split(50):
+            trainer.step(x[idx], y[idx])
+    with torch.no_grad():
+        acc = float((net(x[500:]).argmax(1) == y[500:]).float().mean())
+    assert acc > 0.6, acc  # chance: 0.33
 
 
 @pytest.mark.parametrize("init", ["orthogonal", "identity"])

@@ -100,7 +100,8 @@ def build_model(cfg, in_shape: Sequence[int], n_classes: int) -> LayeredNet:
         n_steps_inputs = _prod(in_shape)
         if n_steps_inputs % cfg.n_inputs:
             raise ConfigError(f"rnn: {n_steps_inputs} input values do not split into steps of {cfg.n_inputs}")
-        return ElmanRNN(cfg.n_inputs, cfg.hidden, n_outputs, cfg.recurrent_init)
+        return ElmanRNN(cfg.n_inputs, cfg.hidden, n_outputs, cfg.recurrent_init, cfg.readout,
+                        n_steps_inputs // cfg.n_inputs)
     if cfg.arch == "lenet5":
         return lenet5(in_shape, n_outputs, cfg.channels, cfg.kernel, cfg.fc, cfg.activation, cfg.batchnorm,
                       cfg.hidden_bias)

@@ -1,7 +1,17 @@
 """An Elman RNN for sequential MNIST (one pixel per step), as codes for AM.
 
     c_t = W_x x_t + b + W_h h_{t-1},   h_t = tanh(c_t),   h_0 = 0,   t = 1..T
-    prediction = W_o relu(h_T) + b_o                      (ReLU, then a linear read-out of the last step)
+    prediction = W_o P(relu(h_1), ..., relu(h_T)) + b_o
+
+The paper applies "ReLU to the output sequence before making a prediction"; the read-out
+P (``model.readout``) is one of its readings:
+
+* ``last``: P = relu(h_T), the last step only;
+* ``mean``: P = (1/T) sum_t relu(h_t), the sequence pooled;
+* ``sequence``: P = vec(relu(h_1), ..., relu(h_T)), the whole sequence (W_o is n_out x T d).
+
+In every reading the logits are a sum of per-step contributions, relu(h_t) W_o(t)^T + b_o
+(:meth:`ElmanRNN.step_weights`), which is what AM's code problems use.
 
 The codes are the pre-activations c_t of every step (B x T x d). Backprop baselines run
 the same weights through torch's fused ``nn.RNN``; :meth:`ElmanRNN.encode` is the split
@@ -16,11 +26,20 @@ from amtrain.errors import ConfigError
 from amtrain.models.layered import Classifier
 
 
+READOUTS = ("last", "mean", "sequence")
+
+
 class ElmanRNN(Classifier):
-    def __init__(self, n_inputs: int, hidden: int, n_outputs: int, recurrent_init: str = "default"):
+    def __init__(self, n_inputs: int, hidden: int, n_outputs: int, recurrent_init: str = "default",
+                 readout: str = "last", n_steps: int = 0):
         super().__init__()
+        if readout not in READOUTS:
+            raise ConfigError(f"model.readout={readout!r} is unknown: use one of {', '.join(READOUTS)}")
+        if readout == "sequence" and n_steps < 1:
+            raise ConfigError("model.readout=sequence needs the number of steps (the input's length / n_inputs)")
         self.rnn = nn.RNN(n_inputs, hidden, nonlinearity="tanh", batch_first=True)
-        self.head = nn.Linear(hidden, n_outputs)
+        self.head = nn.Linear(hidden * n_steps if readout == "sequence" else hidden, n_outputs)
+        self.readout_kind, self.n_steps = readout, n_steps
         with torch.no_grad():
             if recurrent_init == "orthogonal":
                 nn.init.orthogonal_(self.rnn.weight_hh_l0)
@@ -44,13 +63,32 @@ class ElmanRNN(Classifier):
         r = self.rnn
         return torch.nn.functional.linear(self.sequence(x), r.weight_ih_l0, r.bias_ih_l0 + r.bias_hh_l0)
 
+    def pool(self, h: torch.Tensor) -> torch.Tensor:
+        """P(relu(h_1), ..., relu(h_T)) for hidden states h (B, T, d)."""
+        r = torch.relu(h)
+        if self.readout_kind == "last":
+            return r[:, -1]
+        if self.readout_kind == "mean":
+            return r.mean(dim=1)
+        return r.flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.rnn(self.sequence(x))
-        return self.head(torch.relu(h[:, -1]))
+        return self.head(self.pool(h))
 
-    def readout(self, c_T: torch.Tensor) -> torch.Tensor:
-        """The prediction from the last step's code: W_o relu(tanh(c_T)) + b_o."""
-        return self.head(torch.relu(torch.tanh(c_T)))
+    def readout(self, c: torch.Tensor) -> torch.Tensor:
+        """The prediction from all codes c (B, T, d): W_o P(relu(tanh(c))) + b_o."""
+        return self.head(self.pool(torch.tanh(c)))
+
+    def step_weights(self, t: int, T: int):
+        """W_o(t): the columns of W_o that relu(h_t) meets (None: step t does not reach the read-out).
+        last: W_o at t = T-1 only; mean: W_o / T at every step; sequence: W_o's t-th block of d columns."""
+        W = self.head.weight
+        if self.readout_kind == "last":
+            return W if t == T - 1 else None
+        if self.readout_kind == "mean":
+            return W / T
+        return W[:, t * self.hidden:(t + 1) * self.hidden]
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,19 +1,26 @@
 """AM-Adam for the Elman RNN (docs/rnn.md has the derivation).
 
-Algorithm 2.1 with one code per time step, c_t (the pre-activation), shared weights::
+Algorithm 2.1 with one code per time step, c_t (the pre-activation), shared weights. The
+prediction is W_o P(relu(tanh(c_1)), ..., relu(tanh(c_T))) + b_o, a sum of per-step
+contributions relu(tanh(c_t)) W_o(t)^T (``model.readout``: the last step only, their mean,
+or the whole sequence; :meth:`ElmanRNN.step_weights`)::
 
-    c0 = encode(x)                                            # forward through time
-    c_T <- argmin_c loss(y, W_o relu(tanh(c))) + mu ||c - c0_T||^2                  (eq. 4)
-    for t = T-1 .. 1:                                          # top-down, as Alg. 2.2
-        c_t <- argmin_c mu ||c*_{t+1} - u_{t+1} - W_h tanh(c)||^2 + mu ||c - c0_t||^2   (eq. 5)
-    W_o   <- Adam step on loss(y, W_o relu(tanh(c*_T)))
+    c0 = encode(x)                                                # forward through time
+    for t = T .. 1:                                               # top-down, as Alg. 2.2
+        c_t <- argmin_c [loss(y, z_{-t} + relu(tanh(c)) W_o(t)^T)]            (where W_o(t) exists: eq. 4)
+                      + [mu ||c*_{t+1} - u_{t+1} - W_h tanh(c)||^2]           (t < T: eq. 5)
+                      + mu ||c - c0_t||^2
+    W_o   <- Adam step on loss(y, W_o P(relu(tanh(c*))) + b_o)
     W_x, W_h, b <- Adam step on sum_t mu ||c*_t - W_x x_t - b - W_h tanh(c*_{t-1})||^2  (eq. 6, shared)
 
-with u_t = W_x x_t + b. The T code problems are solved in sequence (each needs the code
-above it); each is a few batched tensor operations with closed-form gradients. The
-weight step sums the per-step local losses over all t in one batched product: given the
-codes, no gradient flows through time. Release mode uses the release's reductions
-(``(1/mu)`` mean loss on top, mean squared errors below), paper mode the sums.
+with u_t = W_x x_t + b and z_{-t} the logits of every other step's current code. With
+``readout=last`` only c_T meets the loss, as before; with ``mean`` or ``sequence`` every
+c_t does, and its problem has the loss term beside its neighbour's constraint. The T code
+problems are solved in sequence (each needs the code above it, and the logits are brought
+up to date after each); each is a few batched tensor operations with closed-form
+gradients. The weight step sums the per-step local losses over all t in one batched
+product: given the codes, no gradient flows through time. Release mode uses the
+release's reductions (``(1/mu)`` mean loss, mean squared errors), paper mode the sums.
 """
 from __future__ import annotations
 
@@ -27,9 +34,33 @@ from amtrain.optim.am.codes import solve_code
 from amtrain.optim.am.mu import MuSchedule
 
 
+def readout_scale(y: torch.Tensor, mu: float, mode: Mode) -> float:
+    """The loss's weight in a code problem: the sum (paper), or (1/mu) the mean (release)."""
+    return 1.0 if mode == Mode.paper else 1.0 / (mu * y.shape[0])
+
+
+def readout_term(net: ElmanRNN, c_t, W_t, z_rest, y, mu: float, mode: Mode):
+    """eq. 4's data term for step t's code: the loss of the logits with step t's contribution from c_t."""
+    out = z_rest + torch.relu(torch.tanh(c_t)) @ W_t.T
+    return net.loss(out, y, reduction="sum") * readout_scale(y, mu, mode)
+
+
+def readout_grad(net: ElmanRNN, W_t, z_rest, target, scale: float):
+    """Closed-form gradient of readout_term with respect to c_t."""
+    W_t = W_t.detach()
+
+    def grad(c):
+        h = torch.tanh(c)
+        r = torch.relu(h)
+        dz = net.loss_grad(torch.addmm(z_rest, r, W_t.T), target).mul_(scale)
+        return (dz @ W_t).mul_((h > 0).to(c.dtype)).mul_(1 - h * h)
+
+    return grad
+
+
 def top_term(net: ElmanRNN, c_T, y, mu: float, mode: Mode):
-    """eq. 4's data term for the last step's code."""
-    out = net.readout(c_T)
+    """eq. 4's data term for the last step's code with the last-step read-out."""
+    out = net.head(torch.relu(torch.tanh(c_T)))
     return net.loss(out, y, reduction="sum") if mode == Mode.paper else net.loss(out, y) / mu
 
 
@@ -67,22 +98,35 @@ class AMAdamRNN(Trainer):
         with torch.no_grad():
             u = net.drive(x)
             c0 = net.encode(x)  # Alg. 2.2 encodeInput, through time
-            output = net.readout(c0[:, -1])
+            output = net.readout(c0)
             loss = net.loss(output, y)
-        c = self.update_codes(u, c0, y, mu)
+        c = self.update_codes(u, c0, y, mu, output)
         self.update_weights(x, c, y, mu)
         self.mu.after_batch()
         return loss, output
 
-    def update_codes(self, u, c0, y, mu):
+    def update_codes(self, u, c0, y, mu, logits=None):
+        """Top-down through time: each step's code problem (the loss term where the step reaches the
+        read-out, its successor's constraint below the last step), then the logits brought up to date."""
         cc, net, T = self.codes_cfg, self.net, c0.shape[1]
         solve = dict(mu=mu, mode=self.mode, lr=cc.lr, iters=cc.iters, momentum=cc.momentum, nesterov=cc.nesterov)
+        with torch.no_grad():
+            z = net.readout(c0) if logits is None else logits.clone()
+            target, scale = net.loss_target(y, z.dtype), readout_scale(y, mu, self.mode)
         c = c0.clone()
-        c[:, T - 1] = solve_code(c0[:, T - 1], lambda cT: top_term(net, cT, y, mu, self.mode), **solve)  # eq. 4
-        for t in reversed(range(T - 1)):  # eq. 5, top-down through time
-            u_next, c_next = u[:, t + 1], c[:, t + 1]
-            c[:, t] = solve_code(c0[:, t], lambda ct: step_term(net, ct, u_next, c_next, mu, self.mode), **solve,
-                                 data_grad=step_grad(net, u_next, c_next, mu, self.mode))
+        for t in reversed(range(T)):
+            W_t = net.step_weights(t, T)
+            grads = []
+            if W_t is not None:
+                W_t = W_t.detach()
+                z_rest = z - torch.relu(torch.tanh(c0[:, t])) @ W_t.T
+                grads.append(readout_grad(net, W_t, z_rest, target, scale))
+            if t < T - 1:
+                grads.append(step_grad(net, u[:, t + 1], c[:, t + 1], mu, self.mode))
+            data_grad = grads[0] if len(grads) == 1 else (lambda ct, g=grads: g[0](ct).add_(g[1](ct)))
+            c[:, t] = solve_code(c0[:, t], None, **solve, data_grad=data_grad)
+            if W_t is not None:
+                z = z_rest + torch.relu(torch.tanh(c[:, t])) @ W_t.T  # the logits with the new c_t
         return c
 
     def update_weights(self, x, c, y, mu):
@@ -90,7 +134,7 @@ class AMAdamRNN(Trainer):
         h_prev = torch.cat([c.new_zeros(c.shape[0], 1, c.shape[2]), torch.tanh(c[:, :-1])], dim=1)  # h_0 = 0
         for _ in range(self.weight_iters):
             self.opt.zero_grad(set_to_none=True)
-            out_loss = net.loss(net.readout(c[:, -1]), y)  # Alg. 2.3 line 1
+            out_loss = net.loss(net.readout(c), y)  # Alg. 2.3 line 1
             pred = net.drive(x) + h_prev @ net.W_h.T  # every step's prediction of its code, at once
             if self.mode == Mode.paper:  # eq. 6 summed over steps, mean over samples
                 local = mu * (c - pred).pow(2).sum(dim=(1, 2)).mean()
