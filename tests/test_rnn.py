@@ -177,3 +177,29 @@ def test_gradient_clipping_bounds_the_sgd_step():
     trainer.step(torch.randn(64, 20) * 10, torch.randint(0, 3, (64,)))
     after = torch.cat([p.detach().flatten() for p in net.parameters()])
     assert 0 < (after - before).norm() <= 0.01 * 1.0 + 1e-6  # lr * clip
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("mode", [Mode.paper, Mode.release])
+def test_the_fused_code_gradient_equals_the_readout_and_step_gradients(readout, mode):
+    from amtrain.optim.am.rnn import code_grad
+
+    net, _, x, y = setup(readout=readout)
+    u, c = net.drive(x).detach(), net.encode(x)
+    z = net.readout(c).detach()
+    target, mu = net.loss_target(y, z.dtype), 0.01
+    scale_next = 2.0 * mu if mode == Mode.paper else 2.0 / c[:, 0].numel()
+    for t in (11, 4):
+        W_t = net.step_weights(t, 12)
+        W_t = None if W_t is None else W_t.detach()
+        expected = 0
+        z_rest = None
+        if W_t is not None:
+            z_rest = z - torch.relu(torch.tanh(c[:, t])) @ W_t.T
+            expected = expected + readout_grad(net, W_t, z_rest, target, readout_scale(y, mu, mode))(c[:, t] + 0.05)
+        nxt = (u[:, t + 1], c[:, t + 1] + 0.1) if t < 11 else (None, None)
+        if nxt[0] is not None:
+            expected = expected + step_grad(net, *nxt, mu, mode)(c[:, t] + 0.05)
+        got = code_grad(W_t, None if z_rest is None else z_rest.T.contiguous(), target.T.contiguous(),
+                        readout_scale(y, mu, mode), net.W_h.detach(), *nxt, scale_next)(c[:, t] + 0.05)
+        torch.testing.assert_close(got, expected)

@@ -58,6 +58,27 @@ def readout_grad(net: ElmanRNN, W_t, z_rest, target, scale: float):
     return grad
 
 
+def code_grad(W_t, zT_rest, targetT, scale: float, W_h, u_next, c_next, scale_next: float):
+    """The gradient of step t's whole data term (the read-out's loss where W_t is given, its
+    successor's constraint where u_next is), with tanh(c) computed once. The logits are kept
+    as (outputs, samples) arrays: on the CPU a softmax over 10 classes is about 20 times faster
+    along the leading dimension. The same numbers as readout_grad + step_grad (a test)."""
+
+    def grad(c):
+        h = torch.tanh(c)
+        g = None
+        if W_t is not None:
+            zT = torch.addmm(zT_rest, W_t, torch.relu(h).T)
+            p = torch.sigmoid(zT) if zT.shape[0] == 1 else torch.softmax(zT, dim=0)
+            g = torch.mm(p.sub_(targetT).mul_(scale).T, W_t).mul_((h > 0).to(c.dtype))
+        if u_next is not None:
+            r = torch.addmm(u_next, h, W_h.T).sub_(c_next).mul_(scale_next)
+            g = torch.mm(r, W_h) if g is None else g.addmm_(r, W_h)
+        return g.mul_(1 - h * h)
+
+    return grad
+
+
 def top_term(net: ElmanRNN, c_T, y, mu: float, mode: Mode):
     """eq. 4's data term for the last step's code with the last-step read-out."""
     out = net.head(torch.relu(torch.tanh(c_T)))
@@ -111,22 +132,23 @@ class AMAdamRNN(Trainer):
         cc, net, T = self.codes_cfg, self.net, c0.shape[1]
         solve = dict(mu=mu, mode=self.mode, lr=cc.lr, iters=cc.iters, momentum=cc.momentum, nesterov=cc.nesterov)
         with torch.no_grad():
-            z = net.readout(c0) if logits is None else logits.clone()
-            target, scale = net.loss_target(y, z.dtype), readout_scale(y, mu, self.mode)
+            zT = (net.readout(c0) if logits is None else logits).T.contiguous()  # (outputs, samples)
+            targetT = net.loss_target(y, zT.dtype).T.contiguous()
+            scale = readout_scale(y, mu, self.mode)
+            scale_next = 2.0 * mu if self.mode == Mode.paper else 2.0 / (c0.shape[0] * c0.shape[2])
+            W_h = net.W_h.detach()
         c = c0.clone()
         for t in reversed(range(T)):
             W_t = net.step_weights(t, T)
-            grads = []
+            zT_rest = None
             if W_t is not None:
                 W_t = W_t.detach()
-                z_rest = z - torch.relu(torch.tanh(c0[:, t])) @ W_t.T
-                grads.append(readout_grad(net, W_t, z_rest, target, scale))
-            if t < T - 1:
-                grads.append(step_grad(net, u[:, t + 1], c[:, t + 1], mu, self.mode))
-            data_grad = grads[0] if len(grads) == 1 else (lambda ct, g=grads: g[0](ct).add_(g[1](ct)))
-            c[:, t] = solve_code(c0[:, t], None, **solve, data_grad=data_grad)
+                zT_rest = torch.addmm(zT, W_t, torch.relu(torch.tanh(c0[:, t])).T, alpha=-1.0)
+            nxt = (u[:, t + 1], c[:, t + 1]) if t < T - 1 else (None, None)
+            grad = code_grad(W_t, zT_rest, targetT, scale, W_h, *nxt, scale_next)
+            c[:, t] = solve_code(c0[:, t], None, **solve, data_grad=grad)
             if W_t is not None:
-                z = z_rest + torch.relu(torch.tanh(c[:, t])) @ W_t.T  # the logits with the new c_t
+                zT = torch.addmm(zT_rest, W_t, torch.relu(torch.tanh(c[:, t])).T)  # the logits with the new c_t
         return c
 
     def update_weights(self, x, c, y, mu):
