@@ -218,6 +218,9 @@ class CodeSolverConfig:
     nesterov: bool = key(True, "Nesterov momentum for the code steps")
     sign_step: str = key("ste", "codes under a sign activation: ste (straight-through, the release) | accept",
                          choices=("ste", "accept"))
+    order: str = key("topdown", "the RNN's code pass: topdown (Alg. 2.2: t = T..1, each step after the one above) | "
+                                "jacobi (a variant: all steps at once, each from its neighbours' last iterate)",
+                     choices=("topdown", "jacobi"))
 
 
 @dataclass

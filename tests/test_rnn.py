@@ -203,3 +203,27 @@ def test_the_fused_code_gradient_equals_the_readout_and_step_gradients(readout, 
         got = code_grad(W_t, None if z_rest is None else z_rest.T.contiguous(), target.T.contiguous(),
                         readout_scale(y, mu, mode), net.W_h.detach(), *nxt, scale_next)(c[:, t] + 0.05)
         torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+def test_the_jacobi_variant_lowers_the_joint_code_objective(readout):
+    """optim.codes.order=jacobi moves every step's code at once: gradient steps on the code part
+    of eq. 3 (the read-out's loss plus every step's constraint on its successor, and the
+    proximal term), which therefore goes down."""
+    torch.manual_seed(0)
+    net = ElmanRNN(1, 6, 3, readout=readout, n_steps=12).double()
+    cfg = compose(["model=rnn", "optim=am_adam", "mode=paper", "dataset=synthetic", "optim.codes.order=jacobi",
+                   "optim.codes.lr=0.05"])
+    am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 12, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+    mu = 0.01
+    u, c0 = net.drive(x).detach(), net.encode(x)
+
+    def joint(c):
+        value = net.loss(net.readout(c), y, reduction="sum") + mu * ((c - c0) ** 2).sum()
+        pred = u[:, 1:] + torch.tanh(c[:, :-1]) @ net.W_h.T
+        return float(value + mu * ((c[:, 1:] - pred) ** 2).sum())
+
+    c = am.update_codes(u, c0, y, mu)
+    assert joint(c) < joint(c0)

@@ -129,6 +129,8 @@ class AMAdamRNN(Trainer):
     def update_codes(self, u, c0, y, mu, logits=None):
         """Top-down through time: each step's code problem (the loss term where the step reaches the
         read-out, its successor's constraint below the last step), then the logits brought up to date."""
+        if getattr(self.codes_cfg, "order", "topdown") == "jacobi":
+            return self.update_codes_jacobi(u, c0, y, mu)
         cc, net, T = self.codes_cfg, self.net, c0.shape[1]
         solve = dict(mu=mu, mode=self.mode, lr=cc.lr, iters=cc.iters, momentum=cc.momentum, nesterov=cc.nesterov)
         with torch.no_grad():
@@ -149,6 +151,47 @@ class AMAdamRNN(Trainer):
             c[:, t] = solve_code(c0[:, t], None, **solve, data_grad=grad)
             if W_t is not None:
                 zT = torch.addmm(zT_rest, W_t, torch.relu(torch.tanh(c[:, t])).T)  # the logits with the new c_t
+        return c
+
+    @torch.no_grad()
+    def update_codes_jacobi(self, u, c0, y, mu):
+        """A variant (``optim.codes.order=jacobi``), not Alg. 2.2: every step's code moves at once.
+
+        Each of the K Nesterov steps takes, for all t together, the gradient of step t's data term
+        at the current iterate: the read-out's loss at the current logits, and the successor's
+        constraint with c_{t+1} as it stands (not yet updated). That is a gradient step on f's code
+        part, in T x fewer, larger operations; but the label's signal moves one step back through
+        the recurrence per iteration, so with readout=last it reaches c_{T-K} only."""
+        cc, net, T = self.codes_cfg, self.net, c0.shape[1]
+        B, d = c0.shape[0], c0.shape[2]
+        target, scale = net.loss_target(y, c0.dtype), readout_scale(y, mu, self.mode)
+        scale_next = 2.0 * mu if self.mode == Mode.paper else 2.0 / (B * d)
+        W_h, W_o = net.W_h.detach(), net.head.weight.detach()
+        c, buf = c0.clone(), None
+        for _ in range(int(cc.iters)):
+            h = torch.tanh(c)
+            dz = net.loss_grad(net.head(net.pool(h)), target).mul_(scale)  # (B, outputs)
+            g = torch.zeros_like(c)
+            if net.readout_kind == "sequence":
+                g += (dz @ W_o).view(B, T, d)
+            elif net.readout_kind == "mean":
+                g += (dz @ W_o / T)[:, None, :]
+            else:
+                g[:, -1] = dz @ W_o
+            g.mul_((h > 0).to(c.dtype))
+            r = (u[:, 1:] + h[:, :-1] @ W_h.T - c[:, 1:]).mul_(scale_next)  # successors' constraints
+            g[:, :-1] += r @ W_h
+            g.mul_(1 - h * h)
+            if self.mode == Mode.paper:
+                g.add_(c - c0, alpha=2.0 * mu)
+            if not cc.momentum:
+                c.add_(g, alpha=-cc.lr)
+                continue
+            buf = g if buf is None else torch.add(g, buf, alpha=cc.momentum)
+            if cc.nesterov:
+                c.add_(g, alpha=-cc.lr).add_(buf, alpha=-cc.lr * cc.momentum)
+            else:
+                c.add_(buf, alpha=-cc.lr)
         return c
 
     def update_weights(self, x, c, y, mu):
