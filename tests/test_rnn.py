@@ -220,6 +220,7 @@ def test_the_jacobi_variant_lowers_the_joint_code_objective(readout):
     mu = 0.01
     u, c0 = net.drive(x).detach(), net.encode(x)
 
+    @torch.no_grad()
     def joint(c):
         value = net.loss(net.readout(c), y, reduction="sum") + mu * ((c - c0) ** 2).sum()
         pred = u[:, 1:] + torch.tanh(c[:, :-1]) @ net.W_h.T
