@@ -249,4 +249,5 @@ class DLADMM(FullBatch):
         if not self.z:
             return {}
         x, y = rows(data)
-        return {"objective": self.augmented_lagrangian(x, y) / len(y), "rho": self.rho}
+        return {"objective": self.augmented_lagrangian(x, y) / len(y), "rho": self.rho,
+                "refused": self.refused}  # W and a steps refused by the backtracking cap, since the start

@@ -205,7 +205,8 @@ class MDLAM(FullBatch):
         if not self.z:
             return {}
         x, y = rows(data)
-        return {"objective": self.F(x, y) / len(y), "eps": self.eps, "box_gap": self.box_gap()}
+        return {"objective": self.F(x, y) / len(y), "eps": self.eps, "box_gap": self.box_gap(),
+                "refused": self.refused, "redone": self.redone}  # counts since the start
 
     # ------------------------------------------------------------------ state
     @torch.no_grad()
