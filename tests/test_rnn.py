@@ -228,3 +228,18 @@ def test_the_jacobi_variant_lowers_the_joint_code_objective(readout):
 
     c = am.update_codes(u, c0, y, mu)
     assert joint(c) < joint(c0)
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("mode", ["paper", "release"])
+def test_the_fast_code_pass_equals_the_reference_pass(readout, mode):
+    torch.manual_seed(0)
+    net = ElmanRNN(1, 6, 3, readout=readout, n_steps=12).double()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 12, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+    u, c0 = net.drive(x).detach(), net.encode(x)
+    codes = []
+    for fast in ("true", "false"):
+        cfg = compose(["model=rnn", "optim=am_adam", f"mode={mode}", "dataset=synthetic", f"optim.fast={fast}"])
+        codes.append(build_trainer(cfg.optim, cfg.mu, cfg.mode, net).update_codes(u, c0, y, 0.01))
+    torch.testing.assert_close(codes[0], codes[1])

@@ -110,6 +110,7 @@ class AMAdamRNN(Trainer):
     def __init__(self, net: ElmanRNN, mu: MuSchedule, mode: Mode, cfg):
         super().__init__(net)
         self.mu, self.mode, self.codes_cfg = mu, Mode(mode), cfg.codes
+        self.fast = bool(cfg.get("fast", True))  # false: the two terms' gradients apart, logits as rows (reference)
         self.opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.weight_iters = cfg.weight_iters
         self.schedulers = make_step_lr(self.opt, cfg.schedule)
@@ -147,11 +148,23 @@ class AMAdamRNN(Trainer):
                 W_t = W_t.detach()
                 zT_rest = torch.addmm(zT, W_t, torch.relu(torch.tanh(c0[:, t])).T, alpha=-1.0)
             nxt = (u[:, t + 1], c[:, t + 1]) if t < T - 1 else (None, None)
-            grad = code_grad(W_t, zT_rest, targetT, scale, W_h, *nxt, scale_next)
+            if self.fast:
+                grad = code_grad(W_t, zT_rest, targetT, scale, W_h, *nxt, scale_next)
+            else:
+                grad = self._reference_grad(W_t, zT_rest, targetT, scale, nxt, mu)
             c[:, t] = solve_code(c0[:, t], None, **solve, data_grad=grad)
             if W_t is not None:
                 zT = torch.addmm(zT_rest, W_t, torch.relu(torch.tanh(c[:, t])).T)  # the logits with the new c_t
         return c
+
+    def _reference_grad(self, W_t, zT_rest, targetT, scale, nxt, mu):
+        """The same gradient as code_grad, from readout_grad and step_grad apart (optim.fast=false)."""
+        grads = []
+        if W_t is not None:
+            grads.append(readout_grad(self.net, W_t, zT_rest.T.contiguous(), targetT.T.contiguous(), scale))
+        if nxt[0] is not None:
+            grads.append(step_grad(self.net, nxt[0], nxt[1], mu, self.mode))
+        return grads[0] if len(grads) == 1 else (lambda c: grads[0](c).add_(grads[1](c)))
 
     @torch.no_grad()
     def update_codes_jacobi(self, u, c0, y, mu):

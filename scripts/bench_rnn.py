@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""The Elman RNN's step at the paper's size: BPTT against AM-Adam's code passes.
+
+    python scripts/bench_rnn.py                    # T = 784, d = 15, batch 1024, every read-out
+    python scripts/bench_rnn.py --steps 3 --readouts sequence --device cuda
+
+For each read-out, interleaved in one process: one SGD step (BPTT through torch's fused
+nn.RNN), and one AM-Adam step three ways: the reference code pass (``optim.fast=false``:
+the read-out's and the successor's gradients apart, logits as rows), the fast pass (one
+fused gradient per code step, logits as (outputs, samples)), and the Jacobi variant
+(``optim.codes.order=jacobi``: every step at once). Median ms per step over ``--steps``
+after one warm-up; the ratios are to SGD's step.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from amtrain.cli import compose
+from amtrain.models import build_model
+from amtrain.optim import build_trainer
+
+WAYS = {"sgd (BPTT)": ["optim=sgd"], "am_adam reference": ["optim=am_adam", "optim.fast=false"],
+        "am_adam fast": ["optim=am_adam"], "am_adam jacobi": ["optim=am_adam", "optim.codes.order=jacobi"]}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--hidden", type=int, default=15)
+    p.add_argument("--readouts", default="last,sequence,mean")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(a.batch, 1, 28, 28, generator=g).to(device)
+    y = torch.randint(0, 10, (a.batch,), generator=g).to(device)
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)  # noqa: E731
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.device}, T = 784, d = {a.hidden}, "
+          f"batch {a.batch}; median ms per step of {a.steps} after one warm-up, interleaved")
+    print("| read-out | " + " | ".join(WAYS) + " | " + " | ".join(f"{w} / sgd" for w in list(WAYS)[1:]) + " |")
+    print("|---|" + "---|" * (2 * len(WAYS) - 1))
+    for readout in a.readouts.split(","):
+        trainers = {}
+        for way, overrides in WAYS.items():
+            cfg = compose(["model=rnn", f"model.hidden={a.hidden}", f"model.readout={readout}", "dataset=mnist",
+                           *overrides])
+            torch.manual_seed(0)
+            net = build_model(cfg.model, (1, 28, 28), 10).to(device)
+            trainers[way] = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+        times = {w: [] for w in WAYS}
+        for i in range(a.steps + 1):
+            for way, tr in trainers.items():
+                sync()
+                t0 = time.perf_counter()
+                tr.step(x, y)
+                sync()
+                if i:
+                    times[way].append(time.perf_counter() - t0)
+        ms = {w: statistics.median(v) * 1000 for w, v in times.items()}
+        base = ms["sgd (BPTT)"]
+        print(f"| {readout} | " + " | ".join(f"{ms[w]:.0f}" for w in WAYS) + " | "
+              + " | ".join(f"{ms[w] / base:.2f}" for w in list(WAYS)[1:]) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
