@@ -19,7 +19,7 @@ PUBLIC_GROUPS = ("dataset", "model", "optim", "mu", "mode", "experiment")
 HEADER = """\
 amtrain: train networks without backprop's chain rule, by online alternating minimization
 with auxiliary variables (Choromanska et al., ICML 2019), beside backprop (SGD, Adam) and
-the full-batch auxiliary-variable methods (offline AM, Taylor et al.'s ADMM).
+the full-batch auxiliary-variable methods (offline AM, Taylor et al.'s ADMM, dlADMM, mDLAM, BCD).
 
 Usage: amtrain [GROUP=OPTION ...] [KEY=VALUE ...]       one run -> runs/<date>/<time>_<what>/
        amtrain -m KEY=A,B ... [name=SWEEP]              a sweep -> multirun/SWEEP/, resumable

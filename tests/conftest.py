@@ -5,12 +5,21 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from amtrain.cli import compose
 from amtrain.data import fake
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("AMTRAIN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# The suite runs on two pytest-xdist workers (pyproject.toml). Two workers with a torch thread
+# per core each would oversubscribe the cores, and tiny tensor ops then wait on each other's
+# threads (10x slower on 2 cores): one thread per worker, and per subprocess it starts,
+# unless a test asks for more.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 # Fast, CPU-only, quiet: what every test run uses unless it says otherwise.
 TINY = ["dataset=synthetic", "dataset.n_train=600", "dataset.n_test=300", "device=cpu",

@@ -84,13 +84,17 @@ def test_dry_run_prints_one_command_per_sweep_with_the_launcher():
     assert "skip fig1_mnist_first_epoch: no mnist data" in r.stdout  # the repo root holds no MNIST
 
 
+RERUN = ("fig5_higgs", "tab_bcd")
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")
     cmd = [sys.executable, str(REPO / "scripts" / "reproduce.py"), "--protocol", "smoke",
            "--results", str(root / "results"), "--runs", str(root / "runs")]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    second = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)  # resumes: nothing left to run
+    # the same command again resumes with nothing left to run (two figures: each sweep is a process)
+    second = subprocess.run(cmd + ["--figures", ",".join(RERUN)], capture_output=True, text=True, cwd=REPO)
     report = subprocess.run([sys.executable, str(REPO / "scripts" / "report.py"), "--results",
                              str(root / "results")], capture_output=True, text=True, cwd=REPO)
     return root, first, second, report
@@ -116,8 +120,9 @@ def test_smoke_runs_every_figure_sweep_and_draws_every_figure(smoke):
     # the rerun skipped every finished job, and the log keeps both invocations
     assert second.returncode == 0 and "skipping" in second.stdout + second.stderr
     rows = list(csv.DictReader((results / "runs.csv").open()))
-    lines = sum(len(p["smoke"]) for s in PLAN["figures"].values() for p in s["sweeps"].values())
-    assert len(rows) == 2 * lines
+    lines = {f: sum(len(p["smoke"]) for p in s["sweeps"].values()) for f, s in PLAN["figures"].items()}
+    assert len(rows) == sum(lines.values()) + sum(lines[f] for f in RERUN)
+    assert {r["figure"] for r in rows[-sum(lines[f] for f in RERUN):]} == set(RERUN)
 
 
 def test_smoke_report_has_every_figure_and_verdicts(smoke):
