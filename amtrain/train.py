@@ -186,9 +186,7 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
     final = test(epoch=0)
     for epoch in range(1, cfg.epochs + 1):
         where["epoch"] = epoch
-        clock.resume()
         if trainer.full_batch:  # one iteration over the whole training set (offline AM, ADMM, ...)
-            clock.pause()
             before = trainer.train_metrics(data)  # the training set before this iteration (not timed)
             clock.resume()
             with clock.step():
@@ -201,6 +199,7 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
                 guard.start(loss_sum / seen)
             _finish_epoch(trainer)
         else:
+            clock.resume()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
