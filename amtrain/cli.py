@@ -110,9 +110,18 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     set_threads(cfg, hc)
-    extra = hydra_files(cfg, hc)  # Hydra's .hydra/ files, written by run() once it holds the folder
+    hc_node = OmegaConf.to_container(hc)
+    extra = hydra_files(cfg, hc_node)  # Hydra's .hydra/ files, written by run() once it holds the folder
     if hc.mode == RunMode.MULTIRUN:
-        sweep.run_job(run, cfg, out_dir, Path(hc.sweep.dir).absolute(), extra)
+        def files_for(member_cfg: DictConfig, overrides: List[str], member_dir: Path) -> dict:
+            """A seed-group member's .hydra/ files: this job's, with its own overrides and folder."""
+            node = OmegaConf.to_container(OmegaConf.create(hc_node))
+            node["overrides"]["task"] = list(overrides)
+            node["runtime"]["output_dir"] = str(member_dir)
+            node["job"]["override_dirname"] = member_dir.name
+            return hydra_files(member_cfg, node)
+
+        sweep.run_job(run, cfg, out_dir, Path(hc.sweep.dir).absolute(), extra, files_for)
         return None
     try:
         result = run(cfg, out_dir, extra)
@@ -123,11 +132,12 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
     return result.get("test/acc")
 
 
-def hydra_files(cfg: DictConfig, hc) -> dict:
-    """``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra writes them."""
+def hydra_files(cfg: DictConfig, hc: dict) -> dict:
+    """``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra writes them (``hc``:
+    the ``hydra`` node as a container)."""
     return {".hydra/config.yaml": OmegaConf.to_yaml(cfg),
-            ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(hc)})),
-            ".hydra/overrides.yaml": OmegaConf.to_yaml(hc.overrides.task)}
+            ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})),
+            ".hydra/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hc["overrides"]["task"])))}
 
 
 def cores() -> int:
@@ -200,6 +210,7 @@ def _multirun(argv: List[str], overrides: List[str], cfg_only: bool) -> int:
     ensure_writable(the_plan.sweep_dir, "sweep folder", "choose another name= or hydra.sweep.dir")
     token = sweep.new_token()
     os.environ[sweep.TOKEN_ENV] = token
+    sweep.write_groups(the_plan, token)  # the jobs that train together on a seed axis
     os.environ["HYDRA_FULL_ERROR"] = "1"  # a launcher's error reaches us whole, to be said in one line
     slurm = "submitit_slurm" in " ".join(overrides)
     if slurm:

@@ -45,6 +45,11 @@ STATUSES = ("finished", "skipped", "elsewhere", "failed", "diverged", "interrupt
 class Job:
     overrides: List[str]
     dir: Path
+    seed: Optional[int] = None
+    # jobs with the same key are one configuration's seeds, trainable together on a seed
+    # axis (amtrain.seeds); None: this job runs alone
+    seed_group: Optional[tuple] = None
+    seeds_per_process: int = 1
 
 
 @dataclass
@@ -96,11 +101,57 @@ def plan(arguments: Sequence[str], compose: Callable[[List[str]], DictConfig]) -
     primary = compose(hydra_args + fixed)
     params = OmegaConf.to_container(primary.hydra.sweeper.params) if primary.hydra.sweeper.get("params") else None
     sweep_dir = Path(primary.hydra.sweep.dir).absolute()
+    from amtrain.seeds import unsupported
+
     jobs = []
     for overrides in expand(params, task_args):
         cfg = compose(hydra_args + overrides)
-        jobs.append(Job(overrides, (Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)).absolute()))
+        job = Job(overrides, (Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)).absolute(), int(cfg.seed))
+        if cfg.seeds_per_process > 1 and unsupported(cfg) is None:
+            job.seed_group = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "seed")
+            job.seeds_per_process = int(cfg.seeds_per_process)
+        jobs.append(job)
     return Plan(sweep_dir, jobs)
+
+
+# ----------------------------------------------------------------------------- seed groups
+GROUPS = Path(".amtrain") / "groups"
+
+
+def seed_groups(the_plan: Plan) -> List[List[Job]]:
+    """The plan's jobs that train together: one configuration's seeds, up to
+    ``seeds_per_process`` at a time, in the sweep's order (groups of one are left out)."""
+    by_key: dict = {}
+    for job in the_plan.jobs:
+        if job.seed_group is not None:
+            by_key.setdefault(job.seed_group, []).append(job)
+    groups = []
+    for jobs in by_key.values():
+        n = jobs[0].seeds_per_process
+        groups += [jobs[i:i + n] for i in range(0, len(jobs), n) if len(jobs[i:i + n]) > 1]
+    return groups
+
+
+def write_groups(the_plan: Plan, token: str) -> None:
+    """Tell this invocation's jobs which folders each trains with (read by :func:`run_job`)."""
+    table = {str(job.dir): [{"seed": j.seed, "dir": str(j.dir), "overrides": list(j.overrides)} for j in group]
+             for group in seed_groups(the_plan) for job in group}
+    path = the_plan.sweep_dir / GROUPS / f"{token}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(table))
+    os.replace(tmp, path)
+
+
+def _group_of(sweep_dir: Path, job_dir: Path) -> Optional[list]:
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
+        return None
+    try:
+        table = json.loads((Path(sweep_dir) / GROUPS / f"{token}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return table.get(str(Path(job_dir).absolute()))
 
 
 # ----------------------------------------------------------------------------- reports
@@ -125,32 +176,116 @@ def report(sweep_dir, job_dir, status: str, reason: str = "") -> None:
     os.replace(tmp, path)
 
 
-def run_job(run: Callable, cfg: DictConfig, out_dir: Path, sweep_dir: Path, extra_files) -> None:
-    """One job of a sweep: run it, report how it ended, and let the sweep go on (except on Ctrl-C)."""
+def _reported(sweep_dir: Path, job_dir: Path) -> bool:
+    token = os.environ.get(TOKEN_ENV)
+    return bool(token) and _report_path(Path(sweep_dir), token, job_dir).exists()
+
+
+def _claim_path(sweep_dir: Path, job_dir: Path) -> Optional[Path]:
+    token = os.environ.get(TOKEN_ENV)
+    return _report_path(Path(sweep_dir), token, job_dir).with_suffix(".claim") if token else None
+
+
+def _claim(sweep_dir: Path, job_dir: Path) -> None:
+    """Mark a folder as trained by this process for this invocation (its own job leaves it alone)."""
+    path = _claim_path(sweep_dir, job_dir)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(os.getpid()))
+
+
+def _claimed(sweep_dir: Path, job_dir: Path, wait_s: float = 2.0) -> bool:
+    """True when another process of this invocation trains ``job_dir`` (its claim may follow
+    its lock by a moment, so look for up to ``wait_s``)."""
+    import time
+
+    path = _claim_path(sweep_dir, job_dir)
+    deadline = time.monotonic() + wait_s
+    while path is not None:
+        if path.exists():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def _report_outcome(sweep_dir: Path, job_dir: Path, outcome) -> None:
+    """The report of one job from its outcome: a RunResult, or the exception that ended it."""
     import logging
 
     log = logging.getLogger("amtrain")
+    if isinstance(outcome, FolderBusy):
+        log.info("%s", outcome)
+        report(sweep_dir, job_dir, "elsewhere", str(outcome))
+    elif isinstance(outcome, DivergenceError):
+        log.info("job %s diverged: %s", job_dir, outcome)
+        report(sweep_dir, job_dir, "diverged", str(outcome))
+    elif isinstance(outcome, AmtrainError):
+        log.info("job %s failed: %s", job_dir, outcome)
+        report(sweep_dir, job_dir, "failed", str(outcome))
+    elif isinstance(outcome, (KeyboardInterrupt, Interrupted)):
+        report(sweep_dir, job_dir, "interrupted", getattr(outcome, "how", "Ctrl-C"))
+    elif isinstance(outcome, BaseException):  # a bug, or the launcher stopping the job
+        reason = _first_line(Path(job_dir) / "FAILED") or f"{type(outcome).__name__}: {outcome}"
+        log.info("job %s failed: %s", job_dir, reason)
+        report(sweep_dir, job_dir, "failed", f"{reason} (traceback in {Path(job_dir) / 'FAILED'})")
+    else:
+        report(sweep_dir, job_dir, "finished" if outcome.status == "finished" else "skipped",
+               "" if outcome.status == "finished" else "finished already (DONE); resume=false reruns it")
+
+
+def run_job(run: Callable, cfg: DictConfig, out_dir: Path, sweep_dir: Path, extra_files,
+            files_for: Optional[Callable] = None) -> None:
+    """One job of a sweep: run it, report how it ended, and let the sweep go on (except on Ctrl-C).
+
+    A job of a seed group (:func:`seed_groups`) trains every seed of its group whose folder it
+    can lock, on a seed axis, and reports each; a job whose folder a group member of this
+    invocation has trained, or is training, leaves it to that one."""
+    import logging
+
+    log = logging.getLogger("amtrain")
+    if _reported(sweep_dir, out_dir):
+        log.info("job %s: trained on a seed axis with another seed of its group", out_dir)
+        return
+    group = _group_of(sweep_dir, out_dir)
+    if group:
+        return _run_group(cfg, Path(out_dir), Path(sweep_dir), group, files_for)
     try:
-        result = run(cfg, out_dir, extra_files)
-    except FolderBusy as e:
-        log.info("%s", e)
-        report(sweep_dir, out_dir, "elsewhere", str(e))
-    except DivergenceError as e:
-        log.info("job %s diverged: %s", out_dir, e)
-        report(sweep_dir, out_dir, "diverged", str(e))
-    except AmtrainError as e:
-        log.info("job %s failed: %s", out_dir, e)
-        report(sweep_dir, out_dir, "failed", str(e))
+        outcome = run(cfg, out_dir, extra_files)
     except (KeyboardInterrupt, Interrupted) as e:
         report(sweep_dir, out_dir, "interrupted", getattr(e, "how", "Ctrl-C"))
         raise
-    except Exception as e:  # a bug, or the launcher stopping the job: FAILED has the reason and the traceback
-        reason = _first_line(out_dir / "FAILED") or f"{type(e).__name__}: {e}"
-        log.info("job %s failed: %s", out_dir, reason)
-        report(sweep_dir, out_dir, "failed", f"{reason} (traceback in {out_dir / 'FAILED'})")
-    else:
-        report(sweep_dir, out_dir, "finished" if result.status == "finished" else "skipped",
-               "" if result.status == "finished" else "finished already (DONE); resume=false reruns it")
+    except Exception as e:  # reported; the sweep goes on
+        outcome = e
+    _report_outcome(sweep_dir, out_dir, outcome)
+
+
+def _run_group(cfg: DictConfig, out_dir: Path, sweep_dir: Path, group: list, files_for: Optional[Callable]) -> None:
+    from amtrain.seeds import run_seeds
+
+    members = [m for m in group if not _reported(sweep_dir, Path(m["dir"]))]
+    cfgs, dirs, files = [], [], []
+    for m in members:
+        member_cfg = cfg.copy()
+        member_cfg.seed = int(m["seed"])
+        cfgs.append(member_cfg)
+        dirs.append(Path(m["dir"]))
+        files.append(files_for(member_cfg, m["overrides"], Path(m["dir"])) if files_for else None)
+    try:
+        outcomes = run_seeds(cfgs, dirs, files, on_claim=lambda path: _claim(sweep_dir, path))
+    except (KeyboardInterrupt, Interrupted) as e:
+        for d in dirs:
+            if (d / "FAILED").exists() and not (d / "DONE").exists():
+                report(sweep_dir, d, "interrupted", getattr(e, "how", "Ctrl-C"))
+        raise
+    for d, outcome in zip(dirs, outcomes):
+        if isinstance(outcome, FolderBusy):
+            # another job of this invocation trains it and reports it; only this job's own folder,
+            # held by someone else, is this job's to report
+            if d != out_dir or _claimed(sweep_dir, d):
+                continue
+        _report_outcome(sweep_dir, d, outcome)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -357,6 +492,7 @@ def summary(the_plan: Plan, token: str, width: int = 30) -> Tuple[str, int]:
             status, reason = _fallback(job.dir, the_plan.sweep_dir)
         rows.append((status, job.dir, reason))
     shutil.rmtree(the_plan.sweep_dir / REPORTS / token, ignore_errors=True)
+    (the_plan.sweep_dir / GROUPS / f"{token}.json").unlink(missing_ok=True)
     counts = {s: sum(r[0] == s for r in rows) for s in STATUSES}
     words = {"finished": "finished", "skipped": "skipped (finished before)", "elsewhere": "running elsewhere",
              "failed": "failed", "diverged": "diverged", "interrupted": "interrupted",

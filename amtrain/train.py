@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -62,22 +62,28 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 @torch.no_grad()
-def evaluate(net, data, split: str, batch_size: int) -> Dict[str, float]:
+def evaluate(net, data, split: str, batch_size: int) -> List[Dict[str, float]]:
+    """{acc, loss} on ``split``: one dict, or one per copy of a seed-axis net (a list of S)."""
     was_training = net.training
     net.eval()
     loss, correct, n = 0.0, 0, 0
     for x, y in data.eval_batches(split, batch_size):
         out = net(x)
         loss = loss + net.loss(out, y, reduction="sum")  # stays on the device until the end
-        correct = correct + (net.predict(out) == y).sum()
+        correct = correct + (net.predict(out) == y).sum(-1)
         n += y.shape[0]
     net.train(was_training)
-    return {"acc": float(correct) / n, "loss": float(loss) / n}
+    per_copy = zip(torch.as_tensor(correct).reshape(-1).tolist(), torch.as_tensor(loss).reshape(-1).tolist())
+    return [{"acc": c / n, "loss": l / n} for c, l in per_copy]
 
 
-def _attach_log(out_dir: Path) -> logging.Handler:
+def _attach_log(out_dir: Path, only: Optional[str] = None) -> logging.Handler:
+    """Log into ``out_dir/train.log``. ``only``: this folder's lines of a batched run (records
+    with another ``run_dir``, i.e. another seed's, are left out; lines without one go to all)."""
     handler = logging.FileHandler(out_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if only is not None:
+        handler.addFilter(lambda record: getattr(record, "run_dir", only) == only)
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     return handler
@@ -126,7 +132,7 @@ def _run_locked(cfg: DictConfig, rd: RunDir) -> Dict[str, float]:
         ids = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
                "mode": mode.value, "seed": cfg.seed, "run_id": rd.run_id}
         writer = MetricsWriter(out_dir, ids)
-        final = _train(cfg, data, net, trainer, writer, device, where)
+        (final,) = _train(cfg, data, net, trainer, [Seat(cfg.seed, writer, _raise)], device, where)
         writer.close()
         rd.finish(final)
         log.info("done: %s", final)
@@ -160,8 +166,44 @@ def _summary(e: BaseException, where: Mapping[str, int]) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[str, int]) -> Dict[str, float]:
-    order = torch.Generator().manual_seed(cfg.seed)
+class Seat:
+    """One seed's run inside the training loop: its metrics file, its divergence state, and
+    whether it is still training (a diverged seed of a batched run stops; the others go on)."""
+
+    def __init__(self, seed: int, writer: MetricsWriter, on_fail: Callable[[BaseException], None],
+                 log_extra: Optional[Mapping] = None):
+        self.seed, self.writer, self.on_fail = seed, writer, on_fail
+        self.log_extra = dict(log_extra or {})  # routes its log lines to its own train.log
+        self.active = True
+
+    def fail(self, err: BaseException) -> None:
+        self.active = False
+        self.on_fail(err)
+
+
+def train_batches(data, batch_size: int, generators: List[torch.Generator], stacked: bool):
+    """One epoch of mini-batches: each seed in its own order, exactly as its single run draws it.
+    With a seed axis, x (S, B, ...) and y (S, B) hold the S seeds' batches of this step."""
+    if not stacked:
+        yield from data.train_batches(batch_size, generators[0])
+        return
+    if hasattr(data, "x_train"):  # in memory: one gather for all the seeds
+        order = torch.stack([torch.randperm(data.n_train, generator=g) for g in generators])
+        order = order.to(data.x_train.device)
+        for start in range(0, data.n_train, batch_size):
+            idx = order[:, start:start + batch_size]
+            yield data.x_train[idx], data.y_train[idx]
+        return
+    for batches in zip(*(data.train_batches(batch_size, g) for g in generators)):  # streamed: S readers
+        yield torch.stack([x for x, _ in batches]), torch.stack([y for _, y in batches])
+
+
+def _train(cfg, data, net, trainer, seats: List[Seat], device, where: Dict[str, int]) -> List[Optional[Dict]]:
+    """The training loop for one run, or for S seeds on a seed axis (``net.seeds``): per-seed
+    losses, accuracies and evaluations are vectors over the seats. Returns each seat's final
+    metrics (None for a seat that failed)."""
+    stacked = getattr(net, "seeds", None) is not None
+    generators = [torch.Generator().manual_seed(seat.seed) for seat in seats]
     bs, ev = cfg.batch_size, cfg.eval
     n_batches = data.n_batches(bs)
     step = samples = 0
@@ -169,19 +211,27 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
     guard = DivergenceGuard(cfg.divergence, net, trainer.diverge_hint)
     net.train()
 
-    last = {"step": None, "metrics": {}}
+    last = {"step": None, "metrics": [{}] * len(seats)}
 
-    def test(epoch: int) -> Dict[str, float]:
+    def test(epoch: int) -> List[Dict[str, float]]:
         if last["step"] == step:  # already evaluated at this step (e.g. last batch of epoch 1)
             return last["metrics"]
-        out, train_time = {}, clock.pause()
+        out, train_time = [{} for _ in seats], clock.pause()
         for split in data.splits:
-            m = evaluate(net, data, split, ev.batch_size)
-            writer.write(step, epoch, samples, split, m, train_time)
-            out.update({f"{split}/{k}": v for k, v in m.items()})
+            for seat, m, o in zip(seats, evaluate(net, data, split, ev.batch_size), out):
+                if seat.active:
+                    seat.writer.write(step, epoch, samples, split, m, train_time)
+                o.update({f"{split}/{k}": v for k, v in m.items()})
         last.update(step=step, metrics=out)
         clock.resume()
         return out
+
+    def check(loss_sum, seen: int, epoch: int) -> None:
+        for seat, problem in zip(seats, guard.problems(loss_sum, seen, epoch, step)):
+            if problem is not None and seat.active:
+                seat.fail(DivergenceError(problem))
+        if not any(seat.active for seat in seats):
+            raise AllFailed()
 
     final = test(epoch=0)
     for epoch in range(1, cfg.epochs + 1):
@@ -190,7 +240,7 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
             before = trainer.train_metrics(data)  # the training set before this iteration (not timed)
             clock.resume()
             with clock.step():
-                during = trainer.epoch(data, bs, order)  # offline AM measures it on the way, at no cost
+                during = trainer.epoch(data, bs, generators[0])  # offline AM measures it on the way, at no cost
             loss_sum, correct, seen = during if during is not None else before
             step += 1
             where["step"] = step
@@ -200,43 +250,60 @@ def _train(cfg, data, net, trainer, writer: MetricsWriter, device, where: Dict[s
             _finish_epoch(trainer)
         else:
             clock.resume()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
+            shape = (len(seats),) if stacked else ()
+            loss_sum = torch.zeros(shape, device=device)
+            correct = torch.zeros(shape, device=device, dtype=torch.long)
             seen = 0
             bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
                        disable=None if cfg.progress else True)  # None: drawn only on a terminal
-            for x, y in data.train_batches(bs, order):
+            for x, y in train_batches(data, bs, generators, stacked):
                 with clock.step():  # no host sync here on CUDA: the clock reads the device at evaluations
                     loss, output = trainer.step(x, y)
+                n = y.shape[-1]
                 step += 1
                 where["step"] = step
-                samples += y.shape[0]
-                seen += y.shape[0]
-                loss_sum += loss * y.shape[0]
-                correct += (net.predict(output) == y).sum()
+                samples += n
+                seen += n
+                loss_sum += loss * n
+                correct += (net.predict(output) == y).sum(-1)
                 if guard.first is None:
                     guard.start(loss)  # the loss before the first update: one host sync, once
                 first = epoch == 1 and (ev.first_epoch_batches is None or step <= ev.first_epoch_batches)
                 periodic = ev.every_batches and step % ev.every_batches == 0
                 if first or periodic:
-                    guard.check(loss_sum, seen, epoch, step)
+                    check(loss_sum, seen, epoch)
                     test(epoch)
                 bar.update(1)
             bar.close()
             _finish_epoch(trainer)
         train_time = clock.pause()
-        guard.check(loss_sum, seen, epoch, step)
-        train = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
-        if getattr(trainer, "mu", None) is not None:
-            train["mu"] = trainer.mu.value
+        check(loss_sum, seen, epoch)
+        extra = {"mu": trainer.mu.value} if getattr(trainer, "mu", None) is not None else {}
         if ev.objective:  # a full-batch method's own objective after this iteration (not timed)
-            train.update(trainer.objective(data))
-        writer.write(step, epoch, samples, "train", train, train_time)
-        final = dict(test(epoch))
-        log.info("epoch %d: train loss %.4f acc %.4f | %s | %.1fs", epoch, train["loss"], train["acc"],
-                 " ".join(f"{k} {v:.4f}" for k, v in final.items()), train_time)
-    final.update({"train/loss": train["loss"], "train/acc": train["acc"], "train_time": train_time})
-    return final
+            extra.update(trainer.objective(data))
+        train = [{"loss": l / seen, "acc": c / seen, **extra}
+                 for l, c in zip(torch.as_tensor(loss_sum).reshape(-1).tolist(),
+                                 torch.as_tensor(correct).reshape(-1).tolist())]
+        for seat, t in zip(seats, train):
+            if seat.active:
+                seat.writer.write(step, epoch, samples, "train", t, train_time)
+        final = [dict(m) for m in test(epoch)]
+        for seat, t, f in zip(seats, train, final):
+            if seat.active:
+                log.info("epoch %d%s: train loss %.4f acc %.4f | %s | %.1fs", epoch,
+                         f" seed {seat.seed}" if stacked else "", t["loss"], t["acc"],
+                         " ".join(f"{k} {v:.4f}" for k, v in f.items()), train_time, extra=seat.log_extra)
+    for t, f in zip(train, final):
+        f.update({"train/loss": t["loss"], "train/acc": t["acc"], "train_time": train_time})
+    return [f if seat.active else None for seat, f in zip(seats, final)]
+
+
+def _raise(err: BaseException) -> None:
+    raise err
+
+
+class AllFailed(Exception):
+    """Every seat of the loop has failed (each has recorded why): nothing is left to train."""
 
 
 class TrainClock:
@@ -277,11 +344,12 @@ def _finish_epoch(trainer) -> None:
 
 
 class DivergenceGuard:
-    """Stops a run that diverges (``divergence.*``): a NaN or inf training loss, a mean training
+    """Finds runs that diverge (``divergence.*``): a NaN or inf training loss, a mean training
     loss above ``loss_factor`` times the first batch's (floored at 0.1), or a NaN or inf weight.
 
     Checked at every evaluation and at each epoch's end, where the loop syncs with the
-    device anyway. The message names the keys of the method that is running (``hint``).
+    device anyway. Per seed on a seed axis (losses (S,), weights (S, ...)). The message names
+    the keys of the method that is running (``hint``).
     """
 
     FLOOR = 0.1
@@ -290,22 +358,31 @@ class DivergenceGuard:
         self.factor = cfg.loss_factor
         self.check_weights = bool(cfg.check_weights)
         self.net, self.hint = net, hint
-        self.first: Optional[float] = None
+        self.copies = getattr(net, "seeds", None) or 1
+        self.first: Optional[List[float]] = None
 
     def start(self, loss: torch.Tensor) -> None:
-        self.first = float(loss)
+        self.first = torch.as_tensor(loss).reshape(-1).tolist()
 
-    def check(self, loss_sum: torch.Tensor, seen: int, epoch: int, step: int) -> None:
-        mean = float(loss_sum) / max(seen, 1)
-        where = f"training diverged at epoch {epoch}, step {step}"
-        if not math.isfinite(mean):
-            raise DivergenceError(f"{where}: the training loss is {mean}: {self.hint}")
-        if self.factor is not None and self.first is not None and math.isfinite(self.first) \
-                and mean > self.factor * max(self.first, self.FLOOR):
-            raise DivergenceError(
-                f"{where}: the mean training loss {mean:.3g} is over {self.factor:g} times its first value "
-                f"{self.first:.3g}: {self.hint}; or, if such losses are expected, raise divergence.loss_factor")
+    def problems(self, loss_sum: torch.Tensor, seen: int, epoch: int, step: int) -> List[Optional[str]]:
+        """One message per seed that diverged, None for the others."""
+        means = [v / max(seen, 1) for v in torch.as_tensor(loss_sum).reshape(-1).tolist()]
+        finite = [True] * self.copies
         if self.check_weights:
-            finite = torch.stack([torch.isfinite(p).all() for p in self.net.parameters()]).all()
-            if not bool(finite):
-                raise DivergenceError(f"{where}: a weight is NaN or inf: {self.hint}")
+            finite = torch.stack([torch.isfinite(p).reshape(self.copies, -1).all(1)
+                                  for p in self.net.parameters()]).all(0).tolist()
+        where = f"training diverged at epoch {epoch}, step {step}"
+        out = []
+        for mean, first, ok in zip(means, self.first or [None] * len(means), finite):
+            if not math.isfinite(mean):
+                out.append(f"{where}: the training loss is {mean}: {self.hint}")
+            elif self.factor is not None and first is not None and math.isfinite(first) \
+                    and mean > self.factor * max(first, self.FLOOR):
+                out.append(f"{where}: the mean training loss {mean:.3g} is over {self.factor:g} times its first "
+                           f"value {first:.3g}: {self.hint}; or, if such losses are expected, raise "
+                           "divergence.loss_factor")
+            elif not ok:
+                out.append(f"{where}: a weight is NaN or inf: {self.hint}")
+            else:
+                out.append(None)
+        return out

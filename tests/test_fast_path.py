@@ -123,8 +123,9 @@ def test_am_mem_steps_agree_with_the_reference(mode):
 
 def test_the_fast_step_reuses_the_encoding(monkeypatch):
     """Per step, f_l's linear part is computed L times by the encoding, K - 1 times per hidden
-    code solve (the first step starts at c^0, whose product the encoding made), for layers
-    2..L and the head in the weight step (layer 1's input and weights are the encoding's)."""
+    code solve and K - 1 times by the head in the top code solve (the first step starts at c^0,
+    whose product the encoding made), for layers 2..L and the head in the weight step (layer
+    1's input and weights are the encoding's)."""
     L, K = 3, 5
     net = net_for(Mode.release, "relu", 10)
     am = AMAdam(net, MuSchedule(0.003), Mode.release, am_adam_cfg(0.008, fast=True))
@@ -132,7 +133,7 @@ def test_the_fast_step_reuses_the_encoding(monkeypatch):
     original = LinearBN.linear
     monkeypatch.setattr(LinearBN, "linear", lambda self, a: calls.append(self) or original(self, a))
     am.step(*data(10))
-    assert len(calls) == L + (L - 1) * (K - 1) + (L - 1) + 1
+    assert len(calls) == L + (L - 1) * (K - 1) + (K - 1) + (L - 1) + 1
     assert sum(f is am.f[0] for f in calls) == 1  # the encoding's only
 
 

@@ -35,17 +35,35 @@ class Block(nn.Module):
 
     def is_linear_in_weights(self) -> bool:
         """True when c = W a (+ b) exactly, as AM-mem's eq. 7 requires."""
-        return isinstance(self.f, nn.Linear) or (
-            isinstance(self.f, nn.Sequential) and len(self.f) == 1 and isinstance(self.f[0], nn.Linear)
+        from amtrain.models.stacked import StackedLinear
+
+        linear = (nn.Linear, StackedLinear)
+        return isinstance(self.f, linear) or (
+            isinstance(self.f, nn.Sequential) and len(self.f) == 1 and isinstance(self.f[0], linear)
         )
 
 
 class Classifier(nn.Module):
-    """Loss and prediction for ``n_outputs`` logits: cross-entropy (eq. 2), or logistic for one."""
+    """Loss and prediction for ``n_outputs`` logits: cross-entropy (eq. 2), or logistic for one.
+
+    ``seeds`` is None for one network, or S for S copies stacked on a leading seed axis
+    (:mod:`amtrain.models.stacked`): outputs (S, N, K), labels (S, N) or (N,) for all. Then
+    ``loss`` reduces over each copy's samples only, giving (S,) per-copy values, and
+    :meth:`n_samples` / :meth:`numel_per_copy` give one copy's counts. Anything that needs
+    a scalar to differentiate sums the copies (``.sum()``): no copy's gradient sees another.
+    """
 
     n_outputs: int
+    seeds = None
 
     def loss(self, output: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        if self.seeds is not None:
+            per_sample = self._loss(output.flatten(0, -2), y.expand(output.shape[:-1]).flatten(), "none")
+            per_sample = per_sample.view(output.shape[:-1])
+            return per_sample if reduction == "none" else getattr(per_sample, reduction)(dim=-1)
+        return self._loss(output, y, reduction)
+
+    def _loss(self, output: torch.Tensor, y: torch.Tensor, reduction: str) -> torch.Tensor:
         if self.n_outputs == 1:
             return nn.functional.binary_cross_entropy_with_logits(
                 output.squeeze(-1), y.to(output.dtype), reduction=reduction
@@ -55,18 +73,29 @@ class Classifier(nn.Module):
     def loss_target(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """y as :meth:`loss_grad` wants it: one-hot rows, or a column of 0/1."""
         if self.n_outputs == 1:
-            return y.to(dtype)[:, None]
+            return y.to(dtype)[..., None]
         return nn.functional.one_hot(y, self.n_outputs).to(dtype)
 
     def loss_grad(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """d loss(output, y, reduction="sum") / d output = softmax (or sigmoid) - target."""
-        p = torch.sigmoid(output) if self.n_outputs == 1 else torch.softmax(output, dim=1)
+        p = torch.sigmoid(output) if self.n_outputs == 1 else torch.softmax(output, dim=-1)
         return p.sub_(target)
 
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         if self.n_outputs == 1:
             return (output.squeeze(-1) > 0).long()
         return output.argmax(dim=-1)
+
+    def n_samples(self, t: torch.Tensor) -> int:
+        """How many samples one copy's batch ``t`` holds (codes, outputs or labels)."""
+        return t.shape[0 if self.seeds is None else 1]
+
+    def numel_per_copy(self, t: torch.Tensor) -> int:
+        return t.numel() // (self.seeds or 1)
+
+    def sum_per_sample(self, t: torch.Tensor) -> torch.Tensor:
+        """Each sample's sum over its own entries: (N,), or (S, N) with a seed axis."""
+        return t.flatten(1 if self.seeds is None else 2).sum(-1)
 
 
 class LayeredNet(Classifier):

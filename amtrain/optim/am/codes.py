@@ -43,7 +43,9 @@ def hidden_data_term(net: LayeredNet, l: int, c: torch.Tensor, c_next: torch.Ten
     prediction = net.blocks[l + 1].f(net.blocks[l].sigma(c))
     if mode == Mode.paper:
         return mu * (c_next - prediction).pow(2).sum()
-    return F.mse_loss(prediction, c_next)
+    if net.seeds is None:
+        return F.mse_loss(prediction, c_next)
+    return F.mse_loss(prediction, c_next, reduction="sum") / net.numel_per_copy(c_next)  # each copy's mean
 
 
 def proximal_term(c: torch.Tensor, c0: torch.Tensor, mu: float, mode: Mode) -> torch.Tensor:
@@ -71,7 +73,7 @@ def solve_code(c0: torch.Tensor, data_term: Callable[[torch.Tensor], torch.Tenso
         else:
             with torch.enable_grad():
                 c.requires_grad_(True)
-                (g,) = torch.autograd.grad(data_term(c), c)
+                (g,) = torch.autograd.grad(data_term(c).sum(), c)  # (.sum(): the copies of a seed axis)
             c = c.detach()
         if mode == Mode.paper:
             g = torch.add(g, c - c0, alpha=2.0 * mu)
@@ -121,19 +123,19 @@ def _first_then_none(z0: Optional[torch.Tensor]):
 def top_data_grad(net: LayeredNet, y: torch.Tensor, mu: float, mode: Mode, z0: Optional[torch.Tensor] = None):
     """d/dc of top_data_term, or None when the head is not Linear or sigma_L is unsupported.
     ``z0``: the head's output at c = c^0 (the encoding's prediction)."""
-    head, sigma = net.head, net.blocks[-1].sigma
-    if not isinstance(head, nn.Linear) or not _supported(sigma):
+    head, sigma = LinearBN.of(net.head), net.blocks[-1].sigma
+    if head is None or head.bn is not None or not _supported(sigma):
         return None
     target = net.loss_target(y, head.weight.dtype)
     # d/d output of the summed loss (paper); the release's mean loss / mu scales it by 1/(N mu)
-    W = head.weight if mode == Mode.paper else head.weight * (1.0 / (y.shape[0] * mu))
+    W = head.weight if mode == Mode.paper else head.weight * (1.0 / (net.n_samples(y) * mu))
     first = _first_then_none(z0)
 
     @torch.no_grad()
     def grad(c: torch.Tensor) -> torch.Tensor:
         out = first()
         if out is None:
-            out = F.linear(sigma(c), head.weight, head.bias)
+            out = head.linear(sigma(c))
         return _sigma_grad(sigma, c, net.loss_grad(out, target) @ W)
 
     return grad
@@ -147,7 +149,7 @@ def hidden_data_grad(net: LayeredNet, l: int, c_next: torch.Tensor, mu: float, m
     if f is None or not _supported(sigma):
         return None
     # d/dpred = 2 mu (pred - c*) (paper) or 2 (pred - c*) / numel (release's mse)
-    W = f.weight * (2.0 * mu if mode == Mode.paper else 2.0 / c_next.numel())
+    W = f.weight * (2.0 * mu if mode == Mode.paper else 2.0 / net.numel_per_copy(c_next))
     first = _first_then_none(z0)
 
     @torch.no_grad()
@@ -163,10 +165,10 @@ def hidden_objective_rows(net: LayeredNet, l: int, c: torch.Tensor, c_next: torc
                           mu: float, mode: Mode) -> torch.Tensor:
     """eq. 5 sample by sample (the data term plus the proximal term, one value per row)."""
     prediction = net.blocks[l + 1].f(net.blocks[l].sigma(c))
-    data = (c_next - prediction).pow(2).flatten(1).sum(1)
+    data = net.sum_per_sample((c_next - prediction).pow(2))
     if mode == Mode.paper:
-        return mu * data + mu * (c - c0).pow(2).flatten(1).sum(1)
-    return data / c_next[0].numel()  # release: mean-reduced, proximal term without gradient
+        return mu * data + mu * net.sum_per_sample((c - c0).pow(2))
+    return data / (net.numel_per_copy(c_next) // net.n_samples(c_next))  # release: mean-reduced, proximal term without gradient
 
 
 @torch.no_grad()
@@ -177,4 +179,4 @@ def accept_if_better(net: LayeredNet, l: int, c_new: torch.Tensor, c0: torch.Ten
     without BatchNorm, whose batch statistics couple the samples)."""
     better = hidden_objective_rows(net, l, c_new, c_next, c0, mu, mode) < hidden_objective_rows(
         net, l, c0, c_next, c0, mu, mode)
-    return torch.where(better.view(-1, *([1] * (c0.dim() - 1))), c_new, c0)
+    return torch.where(better.view(*better.shape, *([1] * (c0.dim() - better.dim()))), c_new, c0)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from amtrain.models.stacked import StackedBatchNorm, StackedLinear
+
 
 # ATen's CPU batch-norm kernels fork their thread pool even for a 200 x 100 batch, where
 # the fork costs more than the work: 35 us two-threaded against 13 us one-threaded for a
@@ -45,19 +47,25 @@ class Saved(NamedTuple):
 
 
 class LinearBN:
-    """A block's f: ``pred = BN(W a + b)``, or ``W a + b`` without BatchNorm."""
+    """A block's f: ``pred = BN(W a + b)``, or ``W a + b`` without BatchNorm.
 
-    def __init__(self, lin: nn.Linear, bn: Optional[nn.BatchNorm1d]):
+    Also for S copies on a seed axis (:mod:`amtrain.models.stacked`): W (S, out, in), a and
+    pred (S, N, ...), BatchNorm per copy. The formulas are the same, batched; sums over the
+    samples run over dim -2, which is dim 0 without the seed axis.
+    """
+
+    def __init__(self, lin: nn.Module, bn: Optional[nn.Module]):
         self.lin, self.bn = lin, bn
+        self.stacked = isinstance(lin, StackedLinear)
 
     @classmethod
     def of(cls, f: nn.Module) -> Optional["LinearBN"]:
         """Wrap f when it is Linear or Sequential(Linear, BatchNorm1d); else None (use autograd)."""
         mods = list(f) if isinstance(f, nn.Sequential) else [f]
-        if not mods or not isinstance(mods[0], nn.Linear) or len(mods) > 2:
+        if not mods or not isinstance(mods[0], (nn.Linear, StackedLinear)) or len(mods) > 2:
             return None
         bn = mods[1] if len(mods) == 2 else None
-        if bn is not None and (not isinstance(bn, nn.BatchNorm1d) or bn.momentum is None):
+        if bn is not None and (not isinstance(bn, (nn.BatchNorm1d, StackedBatchNorm)) or bn.momentum is None):
             return None  # momentum None (cumulative averages) is left to the module
         return cls(mods[0], bn)
 
@@ -66,6 +74,8 @@ class LinearBN:
         return self.lin.weight
 
     def linear(self, a: torch.Tensor) -> torch.Tensor:
+        if self.stacked:
+            return self.lin(a)
         return F.linear(a, self.lin.weight, self.lin.bias)
 
     def _batch_stats(self) -> bool:
@@ -80,6 +90,8 @@ class LinearBN:
         bn = self.bn
         if bn is None:
             return z, Saved(z)
+        if self.stacked:
+            return self._forward_stacked(z)
         if self._batch_stats():
             if bn.training and bn.track_running_stats:
                 bn.num_batches_tracked.add_(1)
@@ -92,6 +104,15 @@ class LinearBN:
         pred = F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
         return pred, Saved(z)
 
+    def _forward_stacked(self, z: torch.Tensor):
+        bn = self.bn
+        if self._batch_stats():
+            mean, var, rstd = bn.batch_stats(z)
+            if bn.training and bn.track_running_stats:
+                bn.update_running(mean, var, z.shape[-2])
+            return bn.affine_map((z - mean) * rstd), Saved(z, mean, rstd)
+        return bn(z), Saved(z)
+
     @torch.no_grad()
     def backward_z(self, d_pred: torch.Tensor, saved: Saved, params: bool = False):
         """(d/dz, d/dgamma, d/dbeta) given d/dpred; the BatchNorm parameters' only when ``params``."""
@@ -99,6 +120,8 @@ class LinearBN:
         if bn is None:
             return d_pred, None, None
         affine = params and bn.weight is not None
+        if self.stacked:
+            return self._backward_stacked(d_pred, saved, affine)
         if self._batch_stats():
             with _one_thread_if_small(d_pred):
                 return torch.ops.aten.native_batch_norm_backward(
@@ -110,6 +133,21 @@ class LinearBN:
             return d_z, None, None
         return d_z, (d_pred * (saved.z - bn.running_mean) * rstd).sum(0), d_pred.sum(0)
 
+    def _backward_stacked(self, d_pred: torch.Tensor, saved: Saved, affine: bool):
+        bn = self.bn
+        if saved.mean is not None:  # batch statistics: the usual three-term BatchNorm backward, per copy
+            x_hat = (saved.z - saved.mean) * saved.rstd
+            d_x_hat = d_pred if bn.weight is None else d_pred * bn.weight[:, None, :]
+            d_z = (d_x_hat - d_x_hat.mean(-2, keepdim=True)
+                   - x_hat * (d_x_hat * x_hat).mean(-2, keepdim=True)) * saved.rstd
+        else:  # running statistics: an affine map of z
+            rstd = torch.rsqrt(bn.running_var + bn.eps)
+            x_hat = (saved.z - bn.running_mean[:, None, :]) * rstd[:, None, :]
+            d_z = d_pred * (rstd if bn.weight is None else bn.weight * rstd)[:, None, :]
+        if not affine:
+            return d_z, None, None
+        return d_z, (d_pred * x_hat).sum(-2), d_pred.sum(-2)
+
     def grad_input(self, d_pred: torch.Tensor, saved: Saved, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         """d/da given d/dpred. ``weight`` replaces W, e.g. by a scaled copy: the map is linear in d_pred,
         so a constant factor of d_pred can be folded into W once instead of into every d_pred."""
@@ -119,8 +157,8 @@ class LinearBN:
     def set_param_grads(self, d_pred: torch.Tensor, saved: Saved, a: torch.Tensor) -> None:
         """Set .grad of W, b and BatchNorm's gamma, beta to d/dparam given d/dpred and the input a."""
         d_z, d_gamma, d_beta = self.backward_z(d_pred, saved, params=True)
-        self.lin.weight.grad = d_z.T @ a
+        self.lin.weight.grad = d_z.mT @ a
         if self.lin.bias is not None:
-            self.lin.bias.grad = d_z.sum(0)
+            self.lin.bias.grad = d_z.sum(-2)
         if d_gamma is not None:
             self.bn.weight.grad, self.bn.bias.grad = d_gamma, d_beta

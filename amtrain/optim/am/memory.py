@@ -24,15 +24,19 @@ class CoActivationMemory:
     A is symmetric and BCD reads only its lower triangle, so only the lower block
     triangle is accumulated (``A_low``: the blocks on and below the diagonal, zeros above;
     about 2/3 of the products of a full ``a^T a`` for n = 785). ``A`` is the full matrix.
+
+    ``seeds=S`` keeps S independent memories, one per copy of a seed axis: A (S, n, n),
+    B (S, n_out, n), updated from a and c of shape (S, N, ...).
     """
 
     def __init__(self, n_in: int, n_out: int, bias: bool, forget: float = 1.0,
-                 device=None, dtype=torch.float32):
+                 device=None, dtype=torch.float32, seeds=None):
         n = n_in + int(bias)
         self.bias = bias
         self.forget = float(forget)
-        self.A_low = torch.zeros(n, n, device=device, dtype=dtype)
-        self.B = torch.zeros(n_out, n, device=device, dtype=dtype)
+        lead = () if seeds is None else (int(seeds),)
+        self.A_low = torch.zeros(*lead, n, n, device=device, dtype=dtype)
+        self.B = torch.zeros(*lead, n_out, n, device=device, dtype=dtype)
 
     @property
     def A(self) -> torch.Tensor:
@@ -40,7 +44,7 @@ class CoActivationMemory:
         return symmetric_from_lower(self.A_low)
 
     def _augment(self, a: torch.Tensor) -> torch.Tensor:
-        return torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1) if self.bias else a
+        return torch.cat([a, a.new_ones(*a.shape[:-1], 1)], dim=-1) if self.bias else a
 
     def update(self, a: torch.Tensor, c: torch.Tensor) -> None:
         """A <- forget*A + sum_i a_i a_i^T,  B <- forget*B + sum_i c_i a_i^T (batch rows are samples)."""
@@ -48,13 +52,29 @@ class CoActivationMemory:
         if self.forget != 1.0:  # (the paper's plain sums skip two full passes over A and B)
             self.A_low.mul_(self.forget)
             self.B.mul_(self.forget)
-        for s, e in _blocks(a.shape[1]):  # column block s:e, rows s: (the lower block triangle)
-            self.A_low[s:, s:e].addmm_(a[:, s:].T, a[:, s:e])
-        self.B.addmm_(c.T, a)
+        for s, e in _blocks(a.shape[-1]):  # column block s:e, rows s: (the lower block triangle)
+            _add_product(self.A_low[..., s:, s:e], a[..., s:].mT, a[..., s:e])
+        _add_product(self.B, c.mT, a)
+
+
+def _add_product(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+    """out += x @ y in place (batched over a leading seed axis when there is one)."""
+    if out.dim() == 2:
+        out.addmm_(x, y)
+    else:
+        out.baddbmm_(x, y)
+
+
+def _product_into(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+    """out = x @ y in place (batched over a leading seed axis when there is one)."""
+    if out.dim() == 2:
+        torch.mm(x, y, out=out)
+    else:
+        out.copy_(torch.bmm(x, y))
 
 
 def symmetric_from_lower(A_low: torch.Tensor) -> torch.Tensor:
-    return torch.tril(A_low) + torch.tril(A_low, -1).T
+    return torch.tril(A_low) + torch.tril(A_low, -1).mT
 
 
 @functools.lru_cache(maxsize=16)
@@ -66,11 +86,12 @@ def _strictly_lower_mask(size: int, device: torch.device, dtype: torch.dtype) ->
 def times_strictly_lower(W: torch.Tensor, A_low: torch.Tensor) -> torch.Tensor:
     """W @ tril(A, -1), reading only the lower block triangle of A (about 2/3 of a full product)."""
     out = torch.empty_like(W)
-    for s, e in _blocks(A_low.shape[0]):
-        diagonal_block = A_low[s:e, s:e] * _strictly_lower_mask(e - s, A_low.device, A_low.dtype)
-        torch.mm(W[:, s:e], diagonal_block, out=out[:, s:e])
-        if e < A_low.shape[0]:
-            out[:, s:e].addmm_(W[:, e:], A_low[e:, s:e])  # the blocks below it
+    n = A_low.shape[-1]
+    for s, e in _blocks(n):
+        diagonal_block = A_low[..., s:e, s:e] * _strictly_lower_mask(e - s, A_low.device, A_low.dtype)
+        _product_into(out[..., s:e], W[..., s:e], diagonal_block)
+        if e < n:
+            _add_product(out[..., s:e], W[..., e:], A_low[..., e:, s:e])  # the blocks below it
     return out
 
 
@@ -87,7 +108,7 @@ def bcd(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, sweeps: int = 1, ridg
     same iterate as the column loop, without n small steps. Columns with A_jj + ridge = 0
     (an input that never fired, no ridge) are left as they are. Returns the new W.
     """
-    diagonal = torch.diagonal(A)
+    diagonal = torch.diagonal(A, dim1=-2, dim2=-1)  # (n,), or (S, n) with a seed axis
     d = diagonal + ridge
     # A_jj >= 0 (a sum of squares), so with a ridge no column is dead
     dead = None if ridge > eps else d <= eps
@@ -102,8 +123,8 @@ def bcd(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, sweeps: int = 1, ridg
         for _ in range(sweeps):
             rhs = B - times_strictly_lower(W, A)  # B - W L (L excludes the diagonal)
             if dead is not None:  # a dead column has A[:, j] = 0, b_j = 0: keep w_j (no host sync)
-                rhs = torch.where(dead, W, rhs)
-            W = torch.linalg.solve_triangular(A, rhs.T, upper=False).T
+                rhs = torch.where(dead.unsqueeze(-2), W, rhs)
+            W = torch.linalg.solve_triangular(A, rhs.mT, upper=False).mT
     finally:
         diagonal.copy_(A_jj)
     return W
@@ -124,8 +145,10 @@ def exact(A: torch.Tensor, B: torch.Tensor, ridge: float = 0.0) -> torch.Tensor:
     """The minimiser W = B (A + ridge I)^{-1} of eq. 7 (+ ridge ||W||^2), by a Cholesky solve.
 
     When A is singular (a unit that never fired) a tiny jitter is added, and if even that
-    fails the minimum-norm least-squares solution is returned.
+    fails the minimum-norm least-squares solution is returned. With a seed axis, each copy's own.
     """
+    if A.dim() == 3:
+        return torch.stack([exact(A_s, B_s, ridge) for A_s, B_s in zip(A, B)])
     eye = torch.eye(A.shape[0], device=A.device, dtype=A.dtype)
     jitter = 1e-6 * float(torch.diagonal(A).mean().clamp_min(1e-12))
     for extra in (0.0, jitter):

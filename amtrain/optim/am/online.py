@@ -32,7 +32,7 @@ from amtrain.optim.am.mu import MuSchedule, build_mu
 def objective(net: LayeredNet, x: torch.Tensor, y: torch.Tensor, c: List[torch.Tensor], mu: float) -> float:
     """eq. 3: sum_i loss(y_i, f_{L+1}(sigma_L(c_L))) + mu sum_i sum_l ||c_l - f_l(W_l, sigma_{l-1}(c_{l-1}))||^2."""
     a = net.activations(x, c)
-    total = net.loss(net.head(a[-1]), y, reduction="sum")
+    total = net.loss(net.head(a[-1]), y, reduction="sum").sum()  # (and over the copies of a seed axis)
     for l, block in enumerate(net.blocks):
         total = total + mu * (c[l] - block.f(a[l])).pow(2).sum()
     return float(total)
@@ -150,8 +150,10 @@ class OnlineAM(Trainer):
         """eq. 6 for layer l on this batch: mu ||c*_l - f_l(W_l, a_{l-1})||^2."""
         prediction = self.net.blocks[l].f(a_prev)
         if self.mode == Mode.paper:
-            return mu * (c_l - prediction).pow(2).flatten(1).sum(dim=1).mean()
-        return F.mse_loss(prediction, c_l)
+            return mu * self.net.sum_per_sample((c_l - prediction).pow(2)).mean(dim=-1)
+        if self.net.seeds is None:
+            return F.mse_loss(prediction, c_l)
+        return F.mse_loss(prediction, c_l, reduction="sum") / self.net.numel_per_copy(c_l)  # each copy's mean
 
     # Closed forms of the two gradients above: they set .grad and return True, or return
     # False when the layer is not Linear [+ BatchNorm] (or optim.fast=false).
@@ -161,7 +163,7 @@ class OnlineAM(Trainer):
         if f is None:
             return False
         out, saved = f.forward(a_L)
-        d_out = self.net.loss_grad(out, self.net.loss_target(y, out.dtype)).mul_(1.0 / y.shape[0])
+        d_out = self.net.loss_grad(out, self.net.loss_target(y, out.dtype)).mul_(1.0 / self.net.n_samples(y))
         f.set_param_grads(d_out, saved, a_L)
         return True
 
@@ -174,7 +176,8 @@ class OnlineAM(Trainer):
         reuse = l == 0 and self._encoding_valid() and a_prev is self.encoding.a0
         pred, saved = f.forward(a_prev, z=self.encoding.z[0] if reuse else None)
         # d/dpred: 2 mu (pred - c*) / N (paper: per-sample sums, batch mean); 2 (pred - c*) / numel (mse)
-        scale = 2.0 * mu / c_l.shape[0] if self.mode == Mode.paper else 2.0 / c_l.numel()
+        n = self.net.n_samples(c_l)
+        scale = 2.0 * mu / n if self.mode == Mode.paper else 2.0 / self.net.numel_per_copy(c_l)
         f.set_param_grads((pred - c_l).mul_(scale), saved, a_prev)
         return True
 
@@ -183,6 +186,7 @@ class AMAdam(OnlineAM):
     """AM-Adam: Adam on each layer's local problem (eq. 6) and on the output loss."""
 
     diverge_hint = "lower optim.lr or optim.codes.lr, or change mu.mu0"
+    seed_axis = True  # on the MLPs (the Elman RNN's AMAdamRNN has none)
 
     @classmethod
     def build(cls, net, cfg, mu_cfg, mode: Mode) -> Trainer:
@@ -213,7 +217,7 @@ class AMAdam(OnlineAM):
             if not self.output_grads(a[L], y):
                 rest.append(self.output_loss(a[L], y))  # Alg. 2.3 line 1
             if rest:
-                sum(rest).backward()
+                sum(rest).sum().backward()  # (.sum(): the copies of a seed axis)
             self.opt.step()
 
 
@@ -221,6 +225,7 @@ class AMMem(OnlineAM):
     """AM-mem: co-activation memories A_l, B_l and block-coordinate descent on eq. 7."""
 
     diverge_hint = "lower optim.lr or optim.codes.lr, or raise optim.ridge"
+    seed_axis = True
 
     @classmethod
     def build(cls, net, cfg, mu_cfg, mode: Mode) -> "AMMem":
@@ -249,7 +254,7 @@ class AMMem(OnlineAM):
         self.memories = [
             memory.CoActivationMemory(b.linear().in_features, b.linear().out_features,
                                       bias=b.linear().bias is not None, forget=self.cfg.forget,
-                                      device=p.device, dtype=p.dtype)
+                                      device=p.device, dtype=p.dtype, seeds=self.net.seeds)
             for b in self.net.blocks
         ]
 
@@ -276,13 +281,13 @@ class AMMem(OnlineAM):
 
     @torch.no_grad()
     def fit_layer(self, lin: torch.nn.Linear, mem: memory.CoActivationMemory) -> None:
-        W = torch.cat([lin.weight, lin.bias[:, None]], dim=1) if lin.bias is not None else lin.weight.clone()
+        W = torch.cat([lin.weight, lin.bias[..., None]], dim=-1) if lin.bias is not None else lin.weight.clone()
         if self.solver == "exact":
             W = memory.exact(mem.A, mem.B, self.ridge)
         else:
             W = memory.bcd(W, mem.A_low, mem.B, self.bcd_sweeps, self.ridge)
         if lin.bias is not None:
-            lin.weight.copy_(W[:, :-1])
-            lin.bias.copy_(W[:, -1])
+            lin.weight.copy_(W[..., :-1])
+            lin.bias.copy_(W[..., -1])
         else:
             lin.weight.copy_(W)

@@ -1,0 +1,173 @@
+"""Seeds as a tensor dimension: S seeds of one configuration trained in one process.
+
+``run_seeds(cfgs, out_dirs)`` takes S configs that differ only in ``seed`` and trains them
+together on a seed axis (:mod:`amtrain.models.stacked`): stacked weights (S, out, in),
+batched products, each seed's batch (S, B, ...). Each seed is exactly its single run:
+
+* its own initialisation (built after its own ``seed_everything``, then stacked) and its
+  own data order (its own generator, as :func:`amtrain.train.run` draws it);
+* per-seed BatchNorm statistics, gradient clipping, AM-mem memories; Adam and SGD are
+  element-wise, so one optimiser over the stacked parameters is S independent ones;
+* its own run folder, written as a single run writes it: ``config.yaml``, ``metrics.csv``,
+  ``train.log``, ``DONE`` (or ``FAILED``), under that folder's lock.
+
+A folder that is finished (``DONE``, with ``resume=true``) or held by another process is
+left out and the rest are batched. A seed that diverges writes its ``FAILED`` while the
+others go on. ``wall_time`` in each seed's metrics is the shared process's training time.
+
+Which configs have a seed axis: :func:`unsupported` (online AM-Adam and AM-mem, SGD and
+Adam, on the MLPs). Sweeps group their jobs by seed automatically (:mod:`amtrain.sweep`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+from pathlib import Path
+from typing import Callable, List, Mapping, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from amtrain.config import Mode, validate
+from amtrain.errors import FolderBusy
+from amtrain.rundir import RunDir
+
+log = logging.getLogger("amtrain")
+
+
+def unsupported(cfg: DictConfig) -> Optional[str]:
+    """Why ``cfg`` cannot run on a seed axis, or None when it can."""
+    from amtrain.optim import trainer_class
+
+    if not getattr(trainer_class(cfg.optim._target_), "seed_axis", False):
+        return f"optim={cfg.optim.name} has no seed axis (a process per seed)"
+    if cfg.model.arch != "mlp":
+        return f"model={cfg.model.name} ({cfg.model.arch}) has no seed axis: the MLPs do (a process per seed)"
+    return None
+
+
+def _without_seed(cfg: DictConfig) -> dict:
+    out = OmegaConf.to_container(cfg, resolve=True)
+    out.pop("seed", None)
+    return out
+
+
+def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optional[Sequence[Mapping]] = None,
+              on_claim: Callable[[Path], None] = lambda path: None) -> List[object]:
+    """Train the seeds of ``cfgs`` (one config per seed, equal but for ``seed``) into ``out_dirs``.
+
+    Returns one outcome per seed: a :class:`~amtrain.train.RunResult` (``finished`` or
+    ``skipped``), or the exception that ended that seed (its folder has ``FAILED``), or
+    :class:`~amtrain.errors.FolderBusy` when another process held its folder. ``on_claim``
+    is called with each folder once this process holds its lock. Ctrl-C and SIGTERM are
+    recorded in every seed that was training, then raised.
+    """
+    from amtrain.train import RunResult, _run_locked
+
+    extra_files = list(extra_files or [None] * len(cfgs))
+    for cfg in cfgs:
+        validate(cfg)
+    first = _without_seed(cfgs[0])
+    if any(_without_seed(c) != first for c in cfgs[1:]):
+        raise ValueError("run_seeds: the configs differ in more than their seed")
+    if len({int(c.seed) for c in cfgs}) != len(cfgs):
+        raise ValueError("run_seeds: a seed is given twice")
+    outcomes: List[object] = [None] * len(cfgs)
+    with contextlib.ExitStack() as held:
+        todo = []
+        for i, (cfg, out_dir) in enumerate(zip(cfgs, out_dirs)):
+            try:
+                rd = held.enter_context(RunDir(out_dir))
+            except FolderBusy as e:
+                outcomes[i] = e
+                continue
+            on_claim(rd.path)
+            if cfg.resume and rd.finished:
+                final = rd.final_metrics()
+                outcomes[i] = RunResult({k: v for k, v in final.items() if k != "run_id"}, "skipped", rd.path,
+                                        final.get("run_id"))
+                continue
+            todo.append((i, rd))
+        for i, rd in todo:
+            rd.begin(OmegaConf.to_yaml(cfgs[i], resolve=True), extra_files[i])
+        if len(todo) == 1:  # one seed left: its single run, as it is
+            i, rd = todo[0]
+            try:
+                outcomes[i] = RunResult(_run_locked(cfgs[i], rd), "finished", rd.path, rd.run_id)
+            except Exception as e:
+                outcomes[i] = e
+        elif todo:
+            _run_batched([cfgs[i] for i, _ in todo], [rd for _, rd in todo], [i for i, _ in todo], outcomes)
+    return outcomes
+
+
+def _run_batched(cfgs: List[DictConfig], rds: List[RunDir], index: List[int], outcomes: List[object]) -> None:
+    import torch
+
+    from amtrain.data import build_data
+    from amtrain.metrics import MetricsWriter
+    from amtrain.models import build_model
+    from amtrain.models.stacked import stack
+    from amtrain.optim import build_trainer
+    from amtrain.train import (AllFailed, RunResult, Seat, _attach_log, _summary, _train, resolve_device,
+                               seed_everything)
+
+    cfg = cfgs[0]
+    handlers = [_attach_log(rd.path, only=str(rd.path)) for rd in rds]
+    seats: List[Seat] = []
+    where = {"epoch": 0, "step": 0}
+
+    def failer(k: int):
+        def fail(err: BaseException) -> None:
+            seats[k].writer.abort()
+            rds[k].fail(_summary(err, where), str(err) + "\n")
+            log.error("failed: %s", _summary(err, where), extra={"run_dir": str(rds[k].path)})
+            outcomes[index[k]] = err
+        return fail
+
+    try:
+        device = resolve_device(cfg.device)
+        mode = Mode(cfg.mode)
+        nets = []
+        for k, c in enumerate(cfgs):  # as each single run: seed, (data,) model
+            seed_everything(c.seed, c.deterministic)
+            if k == 0:
+                data = build_data(cfg.dataset).to(device)
+            nets.append(build_model(c.model, data.in_shape, data.n_classes).to(device))
+        net = stack(nets, data.in_shape)
+        del nets
+        trainer = build_trainer(cfg.optim, cfg.mu, mode, net)
+        seeds = [int(c.seed) for c in cfgs]
+        for k, (c, rd) in enumerate(zip(cfgs, rds)):
+            log.info("run: dataset=%s (%d train) model=%s optim=%s mode=%s seed=%d device=%s threads=%d -> %s "
+                     "(on a seed axis with seeds %s)", cfg.dataset.name, data.n_train, cfg.model.name,
+                     cfg.optim.name, mode.value, c.seed, device, torch.get_num_threads(), rd.path, seeds,
+                     extra={"run_dir": str(rd.path)})
+            ids = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
+                   "mode": mode.value, "seed": c.seed, "run_id": rd.run_id}
+            seats.append(Seat(int(c.seed), MetricsWriter(rd.path, ids), failer(k), {"run_dir": str(rd.path)}))
+        finals = _train(cfg, data, net, trainer, seats, device, where)
+        for k, final in enumerate(finals):
+            if final is not None:
+                seats[k].writer.close()
+                rds[k].finish(final)
+                log.info("done: %s", final, extra={"run_dir": str(rds[k].path)})
+                outcomes[index[k]] = RunResult(final, "finished", rds[k].path, rds[k].run_id)
+    except AllFailed:
+        pass
+    except BaseException as e:
+        summary, details = _summary(e, where), traceback.format_exc()
+        for k, rd in enumerate(rds):
+            if k < len(seats) and not seats[k].active:
+                continue
+            if k < len(seats):
+                seats[k].writer.abort()
+            rd.fail(summary, details)
+            outcomes[index[k]] = e
+        log.error("failed: %s", summary)
+        if not isinstance(e, Exception):  # Ctrl-C, SIGTERM, a launcher's exit: recorded, and on its way
+            raise
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
