@@ -1,0 +1,249 @@
+"""Seeds on a tensor axis (amtrain.seeds): S = 3 stacked copies equal three single-seed runs.
+
+Trainer level: every covered method and model, with and without BatchNorm, in both modes,
+for 150 steps on synthetic data: weights, BatchNorm state, AM-mem's memories, each step's
+loss and output. In float64: in float32, rounding differences between a batched and a plain
+product grow over the steps (Adam amplifies them most for a bias before BatchNorm, whose
+gradient is zero but for rounding), and the comparison would test rounding, not the method. Run level: each seed's metrics.csv equals its single run's; a seed that diverges is
+recorded while the others finish; resume and a busy folder; sweeps group their seeds.
+"""
+import pandas as pd
+import pytest
+import torch
+
+from amtrain.cli import compose
+from amtrain.data import build_data
+from amtrain.models import build_model
+from amtrain.models.stacked import copy_state, stack
+from amtrain.optim import build_trainer
+from amtrain.seeds import run_seeds, unsupported
+from amtrain.train import run, seed_everything
+from conftest import TINY
+from test_cli import amtrain
+from test_sweep import SWEEP, job_dirs
+
+SMALL = {"mlp_2x100": ["model.hidden=[24,16]"], "binary_mlp": ["model.hidden=[24,16]"],
+         "higgs_mlp": ["model.hidden=[24]", "dataset.n_classes=2"]}
+CASES = [(optim, model, mode, bn)
+         for optim in ("am_adam", "am_mem", "sgd", "adam")
+         for model in ("mlp_2x100", "binary_mlp", "higgs_mlp")
+         for mode in ("paper", "release")
+         for bn in (False, True)
+         if not (optim == "am_mem" and bn)]
+EXTRA = [("sgd", "mlp_2x100", "release", True, ["optim.grad_clip=0.05", "optim.momentum=0.9"]),
+         ("adam", "mlp_2x100", "paper", False, ["optim.grad_clip=0.05"]),
+         ("am_adam", "mlp_2x100", "release", True, ["mu=additive", "mu.d_mu=0.0001"]),
+         ("am_mem", "mlp_2x100", "paper", False, ["optim.solver=exact"])]
+SEEDS = (0, 1, 2)
+STEPS = 150
+
+
+def cfg_for(optim, model, mode, bn, extra=(), seed=0):
+    return compose(TINY + [f"optim={optim}", f"model={model}", f"mode={mode}", f"model.batchnorm={bn}",
+                           f"seed={seed}", *SMALL[model], *extra])
+
+
+def build(cfg, data):
+    seed_everything(cfg.seed)
+    return build_model(cfg.model, data.in_shape, data.n_classes).double()
+
+
+def data_for(cfg):
+    data = build_data(cfg.dataset)
+    data.x_train, data.x_test = data.x_train.double(), data.x_test.double()
+    return data
+
+
+@pytest.mark.parametrize("optim, model, mode, bn, extra", [c + ([],) for c in CASES] + EXTRA,
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_three_stacked_seeds_equal_three_single_runs(optim, model, mode, bn, extra):
+    cfgs = [cfg_for(optim, model, mode, bn, extra, s) for s in SEEDS]
+    data = data_for(cfgs[0])
+    singles = [build(c, data) for c in cfgs]
+    stacked = stack([build(c, data) for c in cfgs], data.in_shape)
+    trainers = [build_trainer(c.optim, c.mu, c.mode, net) for c, net in zip(cfgs, singles)]
+    batched = build_trainer(cfgs[0].optim, cfgs[0].mu, cfgs[0].mode, stacked)
+    gens = [torch.Generator().manual_seed(s) for s in SEEDS]
+    step = 0
+    while step < STEPS:
+        epochs = [list(data.train_batches(50, g)) for g in gens]
+        for batches in zip(*epochs):
+            x = torch.stack([b[0] for b in batches])
+            y = torch.stack([b[1] for b in batches])
+            loss, output = batched.step(x, y)
+            for s, (trainer, (xs, ys)) in enumerate(zip(trainers, batches)):
+                loss_s, output_s = trainer.step(xs, ys)
+                torch.testing.assert_close(loss[s], loss_s)
+                torch.testing.assert_close(output[s], output_s)
+            step += 1
+        for t in trainers + [batched]:
+            t.end_epoch()
+            if getattr(t, "mu", None) is not None:
+                t.mu.after_epoch()
+    for s, net in enumerate(singles):
+        state = copy_state(stacked, s)
+        reference = net.state_dict()
+        assert set(state) == set(reference)
+        for name, value in reference.items():  # weights, and BatchNorm's running statistics
+            torch.testing.assert_close(state[name], value, msg=f"seed {s}: {name}")
+        for l, (mem, mem_s) in enumerate(zip(getattr(batched, "memories", []), getattr(trainers[s], "memories", []))):
+            torch.testing.assert_close(mem.A_low[s], mem_s.A_low, msg=f"seed {s}: A_{l + 1}")
+            torch.testing.assert_close(mem.B[s], mem_s.B, msg=f"seed {s}: B_{l + 1}")
+    if hasattr(batched, "mu"):
+        assert batched.mu.value == trainers[0].mu.value
+
+
+def test_the_stacked_forward_and_batchnorm_equal_each_copy():
+    cfgs = [cfg_for("sgd", "mlp_2x100", "release", True, seed=s) for s in SEEDS]
+    data = data_for(cfgs[0])
+    singles = [build(c, data) for c in cfgs]
+    stacked = stack([build(c, data) for c in cfgs], data.in_shape)
+    x = torch.stack([data.x_train[:40], data.x_train[40:80], data.x_train[80:120]])
+    out = stacked(x)  # training mode: batch statistics per copy, running statistics moved per copy
+    for s, net in enumerate(singles):
+        torch.testing.assert_close(out[s], net(x[s]))
+        for name, value in net.state_dict().items():
+            torch.testing.assert_close(copy_state(stacked, s)[name], value)
+    stacked.eval()
+    out = stacked(data.x_test)  # no seed axis in the input: every copy sees the test set
+    for s, net in enumerate(singles):
+        torch.testing.assert_close(out[s], net.eval()(data.x_test))
+
+
+def test_which_configs_have_a_seed_axis(make_cfg):
+    assert unsupported(make_cfg("optim=am_adam")) is None
+    assert unsupported(make_cfg("optim=sgd", "model=higgs_mlp", "dataset.n_classes=2")) is None
+    assert "optim=admm" in unsupported(make_cfg("optim=admm"))
+    assert "optim=am_adam_off" in unsupported(make_cfg("optim=am_adam_off"))
+    assert "model=rnn" in unsupported(make_cfg("model=rnn", "dataset.n_features=28"))
+
+
+# ----------------------------------------------------------------------------- whole runs
+RUN = ["epochs=2", "model.hidden=[24,16]"]
+
+
+def metrics(path):
+    return pd.read_csv(path / "metrics.csv")
+
+
+def assert_same_metrics(a, b):
+    assert list(a.metric) == list(b.metric) and list(a.step) == list(b.step) and list(a.split) == list(b.split)
+    assert (a.seed == b.seed).all()
+    assert (a.value - b.value).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("optim", ["am_adam", "am_mem", "sgd"])
+def test_each_seed_writes_the_run_folder_of_its_single_run(tmp_path, optim):
+    cfgs = [compose(TINY + RUN + [f"optim={optim}", f"seed={s}"]) for s in SEEDS]
+    outcomes = run_seeds(cfgs, [tmp_path / f"batched{s}" for s in SEEDS])
+    assert [o.status for o in outcomes] == ["finished"] * 3
+    for c in cfgs:
+        single = run(c, tmp_path / f"single{c.seed}")
+        batched = tmp_path / f"batched{c.seed}"
+        assert {p.name for p in batched.iterdir()} == {p.name for p in single.out_dir.iterdir()}
+        assert_same_metrics(metrics(batched), metrics(single.out_dir))
+        assert f"seed={c.seed}" in (batched / "train.log").read_text()
+        assert f"seed {c.seed}:" in (batched / "train.log").read_text()
+        assert not any(f"seed {s}:" in (batched / "train.log").read_text() for s in SEEDS if s != c.seed)
+        assert (batched / "config.yaml").read_text().split("\n", 1)[1] == \
+            (single.out_dir / "config.yaml").read_text().split("\n", 1)[1]
+
+
+def test_a_diverging_seed_is_recorded_while_the_others_finish(tmp_path, monkeypatch):
+    """Seed 1's weights turn to NaN after its 5th step: it writes FAILED, seeds 0 and 2 go on
+    and end exactly as their single runs."""
+    from amtrain.optim.am.online import AMAdam
+
+    original = AMAdam.step
+    calls = {"n": 0}
+
+    def step(self, x, y):
+        out = original(self, x, y)
+        calls["n"] += 1
+        if self.net.seeds is not None and calls["n"] == 5:
+            with torch.no_grad():
+                self.net.head.weight[1] = float("nan")
+        return out
+
+    monkeypatch.setattr(AMAdam, "step", step)
+    cfgs = [compose(TINY + RUN + ["optim=am_adam", f"seed={s}"]) for s in SEEDS]
+    outcomes = run_seeds(cfgs, [tmp_path / f"b{s}" for s in SEEDS])
+    assert outcomes[0].status == outcomes[2].status == "finished"
+    failed = (tmp_path / "b1" / "FAILED").read_text()
+    # found at the next check: the end of epoch 1 (600 samples / 50 = step 12), after evaluations at 1-3
+    assert failed.startswith("training diverged at epoch 1, step 12: the training loss is nan")
+    assert not (tmp_path / "b1" / "DONE").exists() and (tmp_path / "b1" / "metrics.partial.csv").exists()
+    for s in (0, 2):
+        assert_same_metrics(metrics(tmp_path / f"b{s}"), metrics(run(cfgs[s], tmp_path / f"single{s}").out_dir))
+
+
+def test_resume_batches_only_the_seeds_not_done_and_a_busy_folder_is_left_alone(tmp_path):
+    from amtrain.errors import FolderBusy
+    from amtrain.rundir import RunDir
+
+    cfgs = [compose(TINY + RUN + ["optim=sgd", f"seed={s}"]) for s in (0, 1, 2, 3)]
+    dirs = [tmp_path / f"s{c.seed}" for c in cfgs]
+    first = run(cfgs[1], dirs[1])
+    with RunDir(dirs[3]):  # another process holds seed 3's folder
+        outcomes = run_seeds(cfgs, dirs)
+    assert outcomes[1].status == "skipped" and outcomes[1].run_id == first.run_id
+    assert isinstance(outcomes[3], FolderBusy) and not (dirs[3] / "DONE").exists()
+    assert outcomes[0].status == outcomes[2].status == "finished"
+    log = (dirs[0] / "train.log").read_text()
+    assert "on a seed axis with seeds [0, 2]" in log
+
+
+def test_run_seeds_refuses_configs_that_differ_in_more_than_the_seed(tmp_path):
+    a = compose(TINY + RUN + ["optim=sgd", "seed=0"])
+    b = compose(TINY + RUN + ["optim=sgd", "seed=1", "optim.lr=0.5"])
+    with pytest.raises(ValueError, match="differ in more than their seed"):
+        run_seeds([a, b], [tmp_path / "a", tmp_path / "b"])
+
+
+# ----------------------------------------------------------------------------- sweeps
+def test_a_sweep_trains_each_configurations_seeds_in_one_process(tmp_path):
+    args = ["-m", *SWEEP, *RUN, "optim=sgd,admm", "seed=0,1,2", f"hydra.sweep.dir={tmp_path / 'sw'}"]
+    r = amtrain(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "6 jobs: 6 finished" in r.stdout
+    jobs = job_dirs(tmp_path / "sw")
+    for job in jobs:
+        log = (job / "train.log").read_text()
+        if "optim=sgd" in job.name:
+            assert "on a seed axis with seeds [0, 1, 2]" in log
+        else:  # ADMM has no seed axis: a run per seed, as before
+            assert "on a seed axis" not in log
+        assert (job / "DONE").exists() and (job / ".hydra" / "overrides.yaml").exists()
+        assert f"- seed={job.name[-1]}" in (job / ".hydra" / "overrides.yaml").read_text()
+    # resume: one seed's run lost -> only it runs again (alone: its single run)
+    lost = next(j for j in jobs if j.name.endswith("optim=sgd,seed=1"))
+    (lost / "DONE").unlink()
+    r = amtrain(*args, cwd=tmp_path)
+    assert r.returncode == 0 and "6 jobs: 1 finished, 5 skipped (finished before)" in r.stdout, r.stdout
+    assert "on a seed axis" not in (lost / "train.log").read_text()
+    # seeds_per_process=1: every seed alone
+    r = amtrain(*args, "resume=false", "seeds_per_process=1", cwd=tmp_path)
+    assert r.returncode == 0 and "6 jobs: 6 finished" in r.stdout
+    assert not any("on a seed axis" in (j / "train.log").read_text() for j in jobs)
+
+
+def test_a_sweep_with_parallel_jobs_trains_every_seed_once(tmp_path):
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SWEEP, *RUN, "optim=sgd,adam",
+            "seed=0,1,2", f"hydra.sweep.dir={tmp_path / 'sw'}"]
+    r = amtrain(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "6 jobs: 6 finished" in r.stdout
+    for job in job_dirs(tmp_path / "sw"):
+        assert (job / "DONE").exists()
+        assert (job / "config.yaml").read_text().count("# amtrain run") == 1
+        assert not (job / ".superseded").exists()  # trained once
+
+
+def test_a_diverging_seed_in_a_sweep_is_reported_and_the_rest_finish(tmp_path):
+    """SGD at a learning rate that diverges on every seed: each seed of the group reports it."""
+    r = amtrain("-m", *SWEEP, *RUN, "optim=sgd", "optim.lr=1e12", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sw'}",
+                cwd=tmp_path)
+    assert r.returncode == 3
+    assert "2 jobs: 2 diverged" in r.stdout
+    for job in job_dirs(tmp_path / "sw"):
+        assert (job / "FAILED").read_text().startswith("training diverged")
