@@ -10,6 +10,11 @@ is to Adam's median on the same model and device. Full-batch methods (offline AM
 ADMM): median seconds per epoch (= one iteration) over ``--offline-rows`` samples.
 Data is generated in each model's shapes, so the benchmark runs anywhere. Peak memory:
 CUDA peak allocated per method; on CPU the process's peak RSS is printed once.
+
+``--seeds`` prints only the seed-axis table (amtrain.seeds): S = 1, 2, 5, 10 copies of a
+model trained in one step on stacked weights, against S separate single-seed steps. It
+reports ms per seed-step (the stacked step / S) and the speed-up (single-seed step / that),
+every configuration timed in the same interleaved rounds.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from amtrain.cli import compose
 from amtrain.data.base import TensorData
 from amtrain.errors import ConfigError
 from amtrain.models import build_model
+from amtrain.models.stacked import stack
 from amtrain.optim import build_trainer
 from amtrain.optim.am import memory
 
@@ -31,6 +37,8 @@ ONLINE = ["adam", "sgd", "am_adam", "am_mem"]
 OFFLINE = ["am_adam_off", "am_mem_off", "admm"]
 SHAPES = {"mlp_2x100": ((1, 28, 28), 10), "mlp_2x500": ((1, 28, 28), 10), "higgs_mlp": ((28,), 2),
           "lenet5": ((1, 28, 28), 10), "rnn": ((1, 28, 28), 10)}
+SEED_MODELS = {"mlp_2x100": ((1, 28, 28), 10), "mlp_2x500": ((1, 28, 28), 10), "higgs_mlp": ((28,), 2),
+               "binary_mlp": ((1, 28, 28), 10)}
 # The RNN (T = 784 steps, d = 15) runs at the paper's batch 1024 and for fewer steps: one
 # AM-Adam step is about half a second on a 2-core CPU.
 RNN_BATCH = 1024
@@ -201,6 +209,53 @@ def am_mem_products(model, mode, device, steps, warmup, batch_size):
                         "products": lambda i: products()}, steps, warmup, device)
 
 
+def bench_seeds(model, mode, device, steps, warmup, batch_size, counts, methods=ONLINE):
+    """{method: {S: ms per stacked step}} with S = 0 for the single-seed step, all interleaved."""
+    in_shape, n_classes = SEED_MODELS[model]
+    fns, S_max = {}, max(counts)
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn((S_max, batch_size) + in_shape, generator=g).to(device) for _ in range(4)]
+    ys = [torch.randint(0, n_classes, (S_max, batch_size), generator=g).to(device) for _ in range(4)]
+    for m in methods:
+        cfg = compose([f"optim={m}", f"model={model}", f"mode={mode}", "dataset=synthetic", "device=cpu"])
+        try:
+            nets = []
+            for s in range(S_max):
+                torch.manual_seed(s)
+                nets.append(build_model(cfg.model, in_shape, n_classes).to(device))
+            single = build_trainer(cfg.optim, cfg.mu, cfg.mode, nets[0])
+        except ConfigError:
+            continue  # AM-mem without BatchNorm only
+        fns[(m, 0)] = lambda i, tr=single: tr.step(xs[i % 4][0], ys[i % 4][0])
+        for S in counts:
+            tr = build_trainer(cfg.optim, cfg.mu, cfg.mode, stack(nets[:S], in_shape).to(device))
+            fns[(m, S)] = lambda i, tr=tr, S=S: tr.step(xs[i % 4][:S], ys[i % 4][:S])
+    median = interleaved(fns, steps, warmup, device)
+    out = {}
+    for (m, S), ms in median.items():
+        out.setdefault(m, {})[S] = ms
+    return out
+
+
+def main_seeds(args):
+    counts = [int(c) for c in args.seed_counts]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, mode={args.mode}, "
+          f"batch {args.batch_size} per seed, median of {args.steps} steps after {args.warmup} warm-up, interleaved")
+    print("ms per seed-step: a step of S stacked copies / S; speed-up: one single-seed step / that\n")
+    cols = " | ".join(f"S={S} ms/seed | x" for S in counts)
+    print(f"| device | model | method | single ms | {cols} |")
+    print("|" + "---|" * (4 + 2 * len(counts)))
+    for dev in args.devices:
+        for model in args.models:
+            if model not in SEED_MODELS:
+                continue
+            res = bench_seeds(model, args.mode, torch.device(dev), args.steps, args.warmup, args.batch_size, counts)
+            for m, t in res.items():
+                cells = " | ".join(f"{t[S] / S:.2f} | {t[0] / (t[S] / S):.2f}" for S in counts)
+                print(f"| {dev} | {model} | {m} | {t[0]:.2f} | {cells} |", flush=True)
+    print(f"\nprocess peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(SHAPES))
@@ -215,9 +270,15 @@ def main():
     p.add_argument("--no-streams", action="store_true", help="skip the CUDA layer-concurrency measurement")
     p.add_argument("--no-floor", action="store_true", help="skip timing AM-mem's dense products alone")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--seeds", action="store_true", help="only the seed-axis table (S stacked copies per step)")
+    p.add_argument("--seed-counts", nargs="+", default=[1, 2, 5, 10], help="the S of the --seeds table")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.seeds:
+        if args.models == list(SHAPES):
+            args.models = list(SEED_MODELS)
+        return main_seeds(args)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, mode={args.mode}, "
           f"batch {args.batch_size}, median of {args.steps} steps after {args.warmup} warm-up, interleaved")
     print(f"\n| device | model | {' | '.join(f'{m} ms/step' for m in ONLINE)} | {' | '.join(f'{m}/adam' for m in ONLINE[1:])} |")

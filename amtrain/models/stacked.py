@@ -66,8 +66,13 @@ class StackedBatchNorm(nn.Module):
             self.running_mean = self.running_var = self.num_batches_tracked = None
 
     def batch_stats(self, z: torch.Tensor):
-        """(mean, biased variance, 1/std) over the samples of each copy, each (S, 1, m)."""
-        var, mean = torch.var_mean(z, dim=-2, keepdim=True, correction=0)
+        """(mean, biased variance, 1/std) over the samples of each copy, each (S, 1, m).
+
+        Two passes (mean, then the mean square of z - mean): torch.var_mean over dim -2 is
+        ten times slower on the CPU (367 us against 38 us for 5 x 200 x 100)."""
+        mean = z.mean(-2, keepdim=True)
+        d = z - mean
+        var = (d * d).mean(-2, keepdim=True)
         return mean, var, torch.rsqrt(var + self.eps)
 
     @torch.no_grad()
