@@ -16,7 +16,7 @@ left out and the rest are batched. A seed that diverges writes its ``FAILED`` wh
 others go on. ``wall_time`` in each seed's metrics is the shared process's training time.
 
 Which configs have a seed axis: :func:`unsupported` (online AM-Adam and AM-mem, SGD and
-Adam, on the MLPs). Sweeps group their jobs by seed automatically (:mod:`amtrain.sweep`).
+Adam, on the MLPs and LeNet-5). Sweeps group their jobs by seed automatically (:mod:`amtrain.sweep`).
 """
 from __future__ import annotations
 
@@ -26,23 +26,30 @@ import traceback
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from amtrain.config import Mode, validate
+from amtrain.data import build_data
 from amtrain.errors import FolderBusy
+from amtrain.metrics import MetricsWriter
+from amtrain.models import build_model
+from amtrain.models.stacked import stack
+from amtrain.optim import build_trainer, trainer_class
 from amtrain.rundir import RunDir
+from amtrain.train import (AllFailed, RunResult, Seat, _attach_log, _run_locked, _summary, _train, resolve_device,
+                           seed_everything)
 
 log = logging.getLogger("amtrain")
 
 
 def unsupported(cfg: DictConfig) -> Optional[str]:
     """Why ``cfg`` cannot run on a seed axis, or None when it can."""
-    from amtrain.optim import trainer_class
-
     if not getattr(trainer_class(cfg.optim._target_), "seed_axis", False):
         return f"optim={cfg.optim.name} has no seed axis (a process per seed)"
-    if cfg.model.arch != "mlp":
-        return f"model={cfg.model.name} ({cfg.model.arch}) has no seed axis: the MLPs do (a process per seed)"
+    if cfg.model.arch not in ("mlp", "lenet5"):
+        return (f"model={cfg.model.name} ({cfg.model.arch}) has no seed axis: the MLPs and LeNet-5 do "
+                "(a process per seed)")
     return None
 
 
@@ -62,8 +69,6 @@ def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optio
     is called with each folder once this process holds its lock. Ctrl-C and SIGTERM are
     recorded in every seed that was training, then raised.
     """
-    from amtrain.train import RunResult, _run_locked
-
     extra_files = list(extra_files or [None] * len(cfgs))
     for cfg in cfgs:
         validate(cfg)
@@ -102,18 +107,12 @@ def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optio
 
 
 def _run_batched(cfgs: List[DictConfig], rds: List[RunDir], index: List[int], outcomes: List[object]) -> None:
-    import torch
-
-    from amtrain.data import build_data
-    from amtrain.metrics import MetricsWriter
-    from amtrain.models import build_model
-    from amtrain.models.stacked import stack
-    from amtrain.optim import build_trainer
-    from amtrain.train import (AllFailed, RunResult, Seat, _attach_log, _summary, _train, resolve_device,
-                               seed_everything)
-
+    """Train the locked, begun folders ``rds`` together; outcome of seed k goes to ``outcomes[index[k]]``."""
     cfg = cfgs[0]
     handlers = [_attach_log(rd.path, only=str(rd.path)) for rd in rds]
+    for rd in rds:
+        if rd.superseded is not None:
+            log.info("moved the earlier outputs of %s to %s", rd.path, rd.superseded, extra={"run_dir": str(rd.path)})
     seats: List[Seat] = []
     where = {"epoch": 0, "step": 0}
 

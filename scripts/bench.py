@@ -38,7 +38,7 @@ OFFLINE = ["am_adam_off", "am_mem_off", "admm"]
 SHAPES = {"mlp_2x100": ((1, 28, 28), 10), "mlp_2x500": ((1, 28, 28), 10), "higgs_mlp": ((28,), 2),
           "lenet5": ((1, 28, 28), 10), "rnn": ((1, 28, 28), 10)}
 SEED_MODELS = {"mlp_2x100": ((1, 28, 28), 10), "mlp_2x500": ((1, 28, 28), 10), "higgs_mlp": ((28,), 2),
-               "binary_mlp": ((1, 28, 28), 10)}
+               "binary_mlp": ((1, 28, 28), 10), "lenet5": ((1, 28, 28), 10)}
 # The RNN (T = 784 steps, d = 15) runs at the paper's batch 1024 and for fewer steps: one
 # AM-Adam step is about half a second on a 2-core CPU.
 RNN_BATCH = 1024
@@ -225,7 +225,7 @@ def bench_seeds(model, mode, device, steps, warmup, batch_size, counts, methods=
                 nets.append(build_model(cfg.model, in_shape, n_classes).to(device))
             single = build_trainer(cfg.optim, cfg.mu, cfg.mode, nets[0])
         except ConfigError:
-            continue  # AM-mem without BatchNorm only
+            continue  # AM-mem: Linear layers without BatchNorm only
         fns[(m, 0)] = lambda i, tr=single: tr.step(xs[i % 4][0], ys[i % 4][0])
         for S in counts:
             tr = build_trainer(cfg.optim, cfg.mu, cfg.mode, stack(nets[:S], in_shape).to(device))

@@ -1,10 +1,13 @@
 """Seeds on a tensor axis (amtrain.seeds): S = 3 stacked copies equal three single-seed runs.
 
-Trainer level: every covered method and model, with and without BatchNorm, in both modes,
-for 150 steps on synthetic data: weights, BatchNorm state, AM-mem's memories, each step's
-loss and output. In float64: in float32, rounding differences between a batched and a plain
-product grow over the steps (Adam amplifies them most for a bias before BatchNorm, whose
-gradient is zero but for rounding), and the comparison would test rounding, not the method. Run level: each seed's metrics.csv equals its single run's; a seed that diverges is
+Trainer level: every covered method and model (the MLPs, LeNet-5), with and without
+BatchNorm, in both modes, for 200 steps on synthetic data (60 for LeNet-5): weights,
+BatchNorm state, AM-mem's memories, each step's loss and output. In float64: in float32,
+rounding differences between a batched and a plain product grow over the steps (Adam
+amplifies them most for a bias before BatchNorm, whose gradient is zero but for rounding),
+and the comparison would test rounding, not the method.
+
+Run level: each seed's metrics.csv equals its single run's; a seed that diverges is
 recorded while the others finish; resume and a busy folder; sweeps group their seeds.
 """
 import pandas as pd
@@ -23,19 +26,23 @@ from test_cli import amtrain
 from test_sweep import SWEEP, job_dirs
 
 SMALL = {"mlp_2x100": ["model.hidden=[24,16]"], "binary_mlp": ["model.hidden=[24,16]"],
-         "higgs_mlp": ["model.hidden=[24]", "dataset.n_classes=2"]}
+         "higgs_mlp": ["model.hidden=[24]", "dataset.n_classes=2"],
+         # 1x16x16 images (the synthetic features, reshaped): conv 5 -> pool -> conv 5 -> pool -> 3x1x1
+         "lenet5": ["model.channels=[2,3]", "model.fc=[12,8]", "dataset.n_features=256"]}
 CASES = [(optim, model, mode, bn)
          for optim in ("am_adam", "am_mem", "sgd", "adam")
          for model in ("mlp_2x100", "binary_mlp", "higgs_mlp")
          for mode in ("paper", "release")
          for bn in (False, True)
          if not (optim == "am_mem" and bn)]
+CASES += [(optim, "lenet5", mode, bn) for optim in ("am_adam", "sgd", "adam") for mode in ("paper", "release")
+          for bn in (False, True)]
 EXTRA = [("sgd", "mlp_2x100", "release", True, ["optim.grad_clip=0.05", "optim.momentum=0.9"]),
          ("adam", "mlp_2x100", "paper", False, ["optim.grad_clip=0.05"]),
          ("am_adam", "mlp_2x100", "release", True, ["mu=additive", "mu.d_mu=0.0001"]),
          ("am_mem", "mlp_2x100", "paper", False, ["optim.solver=exact"])]
 SEEDS = (0, 1, 2)
-STEPS = 150
+STEPS = {"lenet5": 60}  # steps per case (200 unless named: float64 convolutions are slow)
 
 
 def cfg_for(optim, model, mode, bn, extra=(), seed=0):
@@ -51,6 +58,8 @@ def build(cfg, data):
 def data_for(cfg):
     data = build_data(cfg.dataset)
     data.x_train, data.x_test = data.x_train.double(), data.x_test.double()
+    if cfg.model.arch == "lenet5":  # images
+        data.x_train, data.x_test = data.x_train.view(-1, 1, 16, 16), data.x_test.view(-1, 1, 16, 16)
     return data
 
 
@@ -64,8 +73,8 @@ def test_three_stacked_seeds_equal_three_single_runs(optim, model, mode, bn, ext
     trainers = [build_trainer(c.optim, c.mu, c.mode, net) for c, net in zip(cfgs, singles)]
     batched = build_trainer(cfgs[0].optim, cfgs[0].mu, cfgs[0].mode, stacked)
     gens = [torch.Generator().manual_seed(s) for s in SEEDS]
-    step = 0
-    while step < STEPS:
+    step, steps = 0, STEPS.get(model, 200)
+    while step < steps:
         epochs = [list(data.train_batches(50, g)) for g in gens]
         for batches in zip(*epochs):
             x = torch.stack([b[0] for b in batches])
@@ -115,6 +124,7 @@ def test_which_configs_have_a_seed_axis(make_cfg):
     assert unsupported(make_cfg("optim=sgd", "model=higgs_mlp", "dataset.n_classes=2")) is None
     assert "optim=admm" in unsupported(make_cfg("optim=admm"))
     assert "optim=am_adam_off" in unsupported(make_cfg("optim=am_adam_off"))
+    assert unsupported(make_cfg("optim=am_adam", "model=lenet5")) is None
     assert "model=rnn" in unsupported(make_cfg("model=rnn", "dataset.n_features=28"))
 
 
@@ -175,6 +185,28 @@ def test_a_diverging_seed_is_recorded_while_the_others_finish(tmp_path, monkeypa
     assert not (tmp_path / "b1" / "DONE").exists() and (tmp_path / "b1" / "metrics.partial.csv").exists()
     for s in (0, 2):
         assert_same_metrics(metrics(tmp_path / f"b{s}"), metrics(run(cfgs[s], tmp_path / f"single{s}").out_dir))
+
+
+def test_ctrl_c_in_a_batched_run_is_recorded_in_every_seed_and_raised(tmp_path, monkeypatch):
+    from amtrain.optim.backprop import Backprop
+
+    original, calls = Backprop.step, {"n": 0}
+
+    def step(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, x, y)
+
+    monkeypatch.setattr(Backprop, "step", step)
+    cfgs = [compose(TINY + RUN + ["optim=sgd", f"seed={s}"]) for s in SEEDS]
+    with pytest.raises(KeyboardInterrupt):
+        run_seeds(cfgs, [tmp_path / f"b{s}" for s in SEEDS])
+    for s in SEEDS:
+        failed = (tmp_path / f"b{s}" / "FAILED").read_text()
+        assert failed.startswith("interrupted (Ctrl-C) at epoch 1, step 3: rerun the same command")
+        assert (tmp_path / f"b{s}" / "metrics.partial.csv").exists()  # the evaluations so far, kept
+        assert not (tmp_path / f"b{s}" / "DONE").exists()
 
 
 def test_resume_batches_only_the_seeds_not_done_and_a_busy_folder_is_left_alone(tmp_path):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amtrain.models.stacked import StackedBatchNorm, StackedLinear
+from amtrain.models.stacked import StackedBatchNorm, StackedLinear, channels, unchannels
 
 
 # ATen's CPU batch-norm kernels fork their thread pool even for a 200 x 100 batch, where
@@ -105,12 +105,18 @@ class LinearBN:
         return pred, Saved(z)
 
     def _forward_stacked(self, z: torch.Tensor):
+        """The same kernel as one BatchNorm1d, on the (N, S*m) layout; saves z in that layout."""
         bn = self.bn
         if self._batch_stats():
-            mean, var, rstd = bn.batch_stats(z)
-            if bn.training and bn.track_running_stats:
-                bn.update_running(mean, var, z.shape[-2])
-            return bn.affine_map((z - mean) * rstd), Saved(z, mean, rstd)
+            running = bn.training and bn.track_running_stats
+            if running:
+                bn.num_batches_tracked.add_(1)
+            zc = channels(z)
+            with _one_thread_if_small(zc):
+                pred, mean, rstd = torch.native_batch_norm(
+                    zc, bn.flat("weight"), bn.flat("bias"), bn.flat("running_mean") if running else None,
+                    bn.flat("running_var") if running else None, True, bn.momentum, bn.eps)
+            return unchannels(pred, bn.seeds), Saved(zc, mean, rstd)
         return bn(z), Saved(z)
 
     @torch.no_grad()
@@ -135,15 +141,18 @@ class LinearBN:
 
     def _backward_stacked(self, d_pred: torch.Tensor, saved: Saved, affine: bool):
         bn = self.bn
-        if saved.mean is not None:  # batch statistics: the usual three-term BatchNorm backward, per copy
-            x_hat = (saved.z - saved.mean) * saved.rstd
-            d_x_hat = d_pred if bn.weight is None else d_pred * bn.weight[:, None, :]
-            d_z = (d_x_hat - d_x_hat.mean(-2, keepdim=True)
-                   - x_hat * (d_x_hat * x_hat).mean(-2, keepdim=True)) * saved.rstd
-        else:  # running statistics: an affine map of z
-            rstd = torch.rsqrt(bn.running_var + bn.eps)
-            x_hat = (saved.z - bn.running_mean[:, None, :]) * rstd[:, None, :]
-            d_z = d_pred * (rstd if bn.weight is None else bn.weight * rstd)[:, None, :]
+        if saved.mean is not None:  # batch statistics: the fused kernel on the (N, S*m) layout
+            with _one_thread_if_small(saved.z):
+                d_z, d_gamma, d_beta = torch.ops.aten.native_batch_norm_backward(
+                    channels(d_pred), saved.z, bn.flat("weight"), bn.flat("running_mean"), bn.flat("running_var"),
+                    saved.mean, saved.rstd, True, bn.eps, [True, affine, affine])
+            d_z = unchannels(d_z, bn.seeds)
+            if not affine:
+                return d_z, None, None
+            return d_z, d_gamma.view(bn.seeds, -1), d_beta.view(bn.seeds, -1)
+        rstd = torch.rsqrt(bn.running_var + bn.eps)  # running statistics: an affine map of z
+        x_hat = (saved.z - bn.running_mean[:, None, :]) * rstd[:, None, :]
+        d_z = d_pred * (rstd if bn.weight is None else bn.weight * rstd)[:, None, :]
         if not affine:
             return d_z, None, None
         return d_z, (d_pred * x_hat).sum(-2), d_pred.sum(-2)
