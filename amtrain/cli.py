@@ -212,7 +212,7 @@ def _multirun(argv: List[str], overrides: List[str], cfg_only: bool) -> int:
     os.environ[sweep.TOKEN_ENV] = token
     sweep.write_groups(the_plan, token)  # the jobs that train together on a seed axis
     os.environ["HYDRA_FULL_ERROR"] = "1"  # a launcher's error reaches us whole, to be said in one line
-    slurm = "submitit_slurm" in " ".join(overrides)
+    slurm = the_plan.launcher.endswith("SlurmLauncher")  # chosen on the command line or in a config file
     if slurm:
         sweep.adapt_to_slurm()
     interrupted = launcher_error = None

@@ -56,6 +56,7 @@ class Job:
 class Plan:
     sweep_dir: Path
     jobs: List[Job]
+    launcher: str = ""  # the composed hydra.launcher._target_ (wherever it was chosen)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -111,7 +112,7 @@ def plan(arguments: Sequence[str], compose: Callable[[List[str]], DictConfig]) -
             job.seed_group = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "seed")
             job.seeds_per_process = int(cfg.seeds_per_process)
         jobs.append(job)
-    return Plan(sweep_dir, jobs)
+    return Plan(sweep_dir, jobs, str(primary.hydra.launcher.get("_target_", "")))
 
 
 # ----------------------------------------------------------------------------- seed groups
@@ -279,6 +280,8 @@ def _run_group(cfg: DictConfig, out_dir: Path, sweep_dir: Path, group: list, fil
             if (d / "FAILED").exists() and not (d / "DONE").exists():
                 report(sweep_dir, d, "interrupted", getattr(e, "how", "Ctrl-C"))
         raise
+    except Exception as e:  # before any seed started (each started seed's outcome is its own)
+        outcomes = [e] * len(dirs)
     for d, outcome in zip(dirs, outcomes):
         if isinstance(outcome, FolderBusy):
             # another job of this invocation trains it and reports it; only this job's own folder,
