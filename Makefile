@@ -42,13 +42,15 @@ smoke: install ## every figure's sweep, tiny budget, on tiny generated files (ab
 figures: install ## redraw every figure from the committed CSVs in results/ (seconds)
 	$(BIN)/python scripts/figures/draw_all.py
 
-reproduce-paper: install ## the paper's full protocol, every figure (a GPU machine or a cluster) -> results/full
+reproduce-paper: install ## the paper's full protocol, every figure -> results/full, results/REPORT.md
 	$(REPRODUCE) --protocol full -- $(ARGS)
 	$(BIN)/python scripts/report.py --results results/full --out results/full/REPORT.md
+	$(BIN)/python scripts/report.py --results results/full --fallback results/quick --out results/REPORT.md
 
 reproduce-paper-quick: install ## reduced protocol, under 2 hours on a 2-core CPU -> results/quick, results/REPORT.md
 	$(REPRODUCE) --protocol quick -- $(ARGS)
-	$(BIN)/python scripts/report.py --results results/quick --out results/REPORT.md
+	$(BIN)/python scripts/report.py --results results/quick --out results/quick/REPORT.md
+	$(BIN)/python scripts/report.py --results results/full --fallback results/quick --out results/REPORT.md
 
 clean: ## remove run directories (runs/, multirun/); keeps .venv and data
 	rm -rf runs multirun outputs

@@ -146,3 +146,23 @@ def test_figures_redraw_from_csvs_alone(smoke, tmp_path):
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "figures").glob("*.png"))) == len([f for f in FIGURES if PLAN["figures"][f].get("kind") != "table"])
+
+
+def test_the_report_takes_each_figure_from_the_full_protocol_where_it_ran(smoke, tmp_path):
+    """--fallback: a figure with CSVs under --results comes from there, every other from the fallback."""
+    import shutil
+
+    root = smoke[0]
+    full, quick = tmp_path / "full", tmp_path / "quick"
+    shutil.copytree(root / "results", quick)
+    full.mkdir()
+    shutil.copy(quick / "fig8_binary.csv", full / "fig8_binary.csv")
+    out = tmp_path / "REPORT.md"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "report.py"), "--results", str(full), "--fallback",
+                        str(quick), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    sections = {s.split(":", 1)[0]: s for s in text.split("\n## ")[1:]}
+    assert "Protocol: full (`full/`)" in sections["fig8_binary"]
+    assert "Protocol: quick (`quick/`)" in sections["fig1_mnist_first_epoch"]
+    assert "| mlp_2x100 | AM-Adam |" in sections["fig1_mnist_first_epoch"]  # the fallback's numbers
