@@ -44,21 +44,26 @@ def _flat(d, prefix=""):
     return out
 
 
+# Keys that say where and how a run was executed, not what it computes: runs that differ
+# only in them are one variant (the seed is what the seeds of a cell differ in).
+HOW_RUN = ("seed", "dataset.root", "dataset.path", "progress", "device", "threads", "resume", "seeds_per_process")
+
+
 def variant(run_dir: Path) -> dict:
-    """The run's config without seed (and data location), flattened, and its short hash."""
+    """The run's config without seed and the keys of HOW_RUN, flattened, and its short hash."""
     cfg = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    for k in ("seed", "dataset.root", "dataset.path", "progress", "device", "threads", "resume"):
+    for k in HOW_RUN:
         cfg.pop(k, None)
     return {"variant": hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8],
             "config": cfg}
 
 
 def overrides(run_dir: Path) -> str:
-    """The job's command-line overrides without seed and sweep name: how it was run."""
+    """The job's command-line overrides without the sweep name and the keys of HOW_RUN."""
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.exists():
         return ""
-    skip = ("seed", "name", "progress", "device", "resume", "dataset.path", "dataset.root")
+    skip = HOW_RUN + ("name",)
     keep = [o for o in yaml.safe_load(path.read_text()) or [] if o.split("=")[0].lstrip("+~") not in skip]
     return " ".join(sorted(keep))
 

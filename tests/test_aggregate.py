@@ -31,3 +31,21 @@ def test_aggregate_over_seeds_keeps_variants_apart(make_cfg, tmp_path):
     raw = raw[(raw.split == "test") & (raw.metric == "acc") & (raw.step == raw.step.max())]
     row = final[final.settings == "optim.lr=0.1"].iloc[0]
     assert row["mean"] == pytest.approx(raw.value.mean()) and row["std"] == pytest.approx(raw.value.std())
+
+
+def test_seeds_run_with_other_threads_or_seed_batching_are_one_cell(make_cfg, tmp_path):
+    """threads and seeds_per_process say how a run was executed, not what it computes: a cell
+    whose seeds ran under different values of them (two sweeps at once, a rerun) is one cell."""
+    how = {0: ["threads=1"], 1: ["seeds_per_process=1"], 2: []}
+    for seed, extra in how.items():
+        lines = "".join(f"- {o}\n" for o in ["optim=sgd", f"seed={seed}", *extra])
+        run(make_cfg("optim=sgd", f"seed={seed}", *extra), tmp_path / "sweep" / f"s{seed}",
+            {".hydra/overrides.yaml": lines})
+    out = tmp_path / "agg.csv"
+    r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "sweep"), "-o", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    agg = pd.read_csv(out)
+    final = agg[(agg.split == "test") & (agg.metric == "acc") & (agg.step == agg.step.max())]
+    assert len(final) == 1 and final.n_seeds.iloc[0] == 3 and final.seeds.iloc[0] == "0 1 2"
+    assert final.overrides.iloc[0] == "optim=sgd"
