@@ -16,7 +16,8 @@ left out and the rest are batched. A seed that diverges writes its ``FAILED`` wh
 others go on. ``wall_time`` in each seed's metrics is the shared process's training time.
 
 Which configs have a seed axis: :func:`unsupported` (online AM-Adam and AM-mem, SGD and
-Adam, on the MLPs and LeNet-5). Sweeps group their jobs by seed automatically (:mod:`amtrain.sweep`).
+Adam, on the MLPs; and on LeNet-5 on CUDA: on the CPU its grouped convolutions are slower
+per seed than separate runs). Sweeps group their jobs by seed automatically (:mod:`amtrain.sweep`).
 """
 from __future__ import annotations
 
@@ -50,6 +51,11 @@ def unsupported(cfg: DictConfig) -> Optional[str]:
     if cfg.model.arch not in ("mlp", "lenet5"):
         return (f"model={cfg.model.name} ({cfg.model.arch}) has no seed axis: the MLPs and LeNet-5 do "
                 "(a process per seed)")
+    device = str(getattr(cfg.device, "value", cfg.device))
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if cfg.model.arch == "lenet5" and on_cpu:
+        return ("model=lenet5 on the CPU: its grouped convolutions cost more per seed than separate runs "
+                "(scripts/bench.py --seeds: 0.9x), so a process per seed")
     return None
 
 

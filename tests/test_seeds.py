@@ -124,7 +124,9 @@ def test_which_configs_have_a_seed_axis(make_cfg):
     assert unsupported(make_cfg("optim=sgd", "model=higgs_mlp", "dataset.n_classes=2")) is None
     assert "optim=admm" in unsupported(make_cfg("optim=admm"))
     assert "optim=am_adam_off" in unsupported(make_cfg("optim=am_adam_off"))
-    assert unsupported(make_cfg("optim=am_adam", "model=lenet5")) is None
+    # LeNet-5 has a seed axis (the equality test above), used on CUDA only: on the CPU the grouped
+    # convolutions cost more per seed than separate runs
+    assert "grouped convolutions" in unsupported(make_cfg("optim=am_adam", "model=lenet5", "device=cpu"))
     assert "model=rnn" in unsupported(make_cfg("model=rnn", "dataset.n_features=28"))
 
 
