@@ -66,14 +66,17 @@ def _without_seed(cfg: DictConfig) -> dict:
 
 
 def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optional[Sequence[Mapping]] = None,
-              on_claim: Callable[[Path], None] = lambda path: None) -> List[object]:
+              on_claim: Callable[[Path], None] = lambda path: None,
+              on_outcome: Callable[[Path, object], None] = lambda path, outcome: None) -> List[object]:
     """Train the seeds of ``cfgs`` (one config per seed, equal but for ``seed``) into ``out_dirs``.
 
     Returns one outcome per seed: a :class:`~amtrain.train.RunResult` (``finished`` or
     ``skipped``), or the exception that ended that seed (its folder has ``FAILED``), or
     :class:`~amtrain.errors.FolderBusy` when another process held its folder. ``on_claim``
-    is called with each folder once this process holds its lock. Ctrl-C and SIGTERM are
-    recorded in every seed that was training, then raised.
+    is called with each folder once this process holds its lock, and ``on_outcome`` with each
+    folder and its outcome while the lock is still held (a sweep reports there, so that no
+    other job can take the folder between the end of the run and its report). Ctrl-C and
+    SIGTERM are recorded in every seed that was training, then raised.
     """
     extra_files = list(extra_files or [None] * len(cfgs))
     for cfg in cfgs:
@@ -109,6 +112,8 @@ def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optio
                 outcomes[i] = e
         elif todo:
             _run_batched([cfgs[i] for i, _ in todo], [rd for _, rd in todo], [i for i, _ in todo], outcomes)
+        for out_dir, outcome in zip(out_dirs, outcomes):
+            on_outcome(Path(out_dir), outcome)
     return outcomes
 
 

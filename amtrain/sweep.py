@@ -273,22 +273,25 @@ def _run_group(cfg: DictConfig, out_dir: Path, sweep_dir: Path, group: list, fil
         cfgs.append(member_cfg)
         dirs.append(Path(m["dir"]))
         files.append(files_for(member_cfg, m["overrides"], Path(m["dir"])) if files_for else None)
+    def on_outcome(d: Path, outcome) -> None:
+        if isinstance(outcome, FolderBusy):
+            # another job of this invocation trains it and reports it; only this job's own folder,
+            # held by someone else, is this job's to report
+            if d == out_dir and not _claimed(sweep_dir, d):
+                _report_outcome(sweep_dir, d, outcome)
+        elif not _reported(sweep_dir, d):  # (under the folder's lock: a job that ran it has reported)
+            _report_outcome(sweep_dir, d, outcome)
+
     try:
-        outcomes = run_seeds(cfgs, dirs, files, on_claim=lambda path: _claim(sweep_dir, path))
+        run_seeds(cfgs, dirs, files, on_claim=lambda path: _claim(sweep_dir, path), on_outcome=on_outcome)
     except (KeyboardInterrupt, Interrupted) as e:
         for d in dirs:
             if (d / "FAILED").exists() and not (d / "DONE").exists():
                 report(sweep_dir, d, "interrupted", getattr(e, "how", "Ctrl-C"))
         raise
     except Exception as e:  # before any seed started (each started seed's outcome is its own)
-        outcomes = [e] * len(dirs)
-    for d, outcome in zip(dirs, outcomes):
-        if isinstance(outcome, FolderBusy):
-            # another job of this invocation trains it and reports it; only this job's own folder,
-            # held by someone else, is this job's to report
-            if d != out_dir or _claimed(sweep_dir, d):
-                continue
-        _report_outcome(sweep_dir, d, outcome)
+        for d in dirs:
+            on_outcome(d, e)
 
 
 # ----------------------------------------------------------------------------- launchers

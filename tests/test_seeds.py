@@ -281,3 +281,31 @@ def test_a_diverging_seed_in_a_sweep_is_reported_and_the_rest_finish(tmp_path):
     assert "2 jobs: 2 diverged" in r.stdout
     for job in job_dirs(tmp_path / "sw"):
         assert (job / "FAILED").read_text().startswith("training diverged")
+
+
+def test_a_group_member_that_comes_after_its_group_ran_leaves_its_reports(tmp_path, monkeypatch):
+    """joblib: a job of a seed group can start after the group's first job trained its folder.
+    Its run_seeds then finds the folder DONE; it must not report it "skipped" over "finished"
+    (CI met it once, when reports came after the locks were released)."""
+    import json
+
+    from amtrain import sweep
+
+    monkeypatch.setenv(sweep.TOKEN_ENV, "t1")
+    sweep_dir = tmp_path / "sw"
+    group = [{"seed": s, "dir": str(sweep_dir / f"seed={s}"), "overrides": [f"seed={s}"]} for s in SEEDS]
+    cfgs = {s: compose(TINY + RUN + ["optim=sgd", f"seed={s}"]) for s in SEEDS}
+    sweep._run_group(cfgs[0], sweep_dir / "seed=0", sweep_dir, group, None)  # the first job: trains all three
+    # a later job that looked before the first one reported (its view of the reports is stale),
+    # then locked the folders once the first one let them go
+    real, looks = sweep._reported, {"n": 0}
+
+    def stale(sweep_dir, job_dir):
+        looks["n"] += 1
+        return False if looks["n"] <= len(SEEDS) else real(sweep_dir, job_dir)
+
+    monkeypatch.setattr(sweep, "_reported", stale)
+    sweep._run_group(cfgs[1], sweep_dir / "seed=1", sweep_dir, group, None)
+    for s in SEEDS:
+        rep = json.loads(sweep._report_path(sweep_dir, "t1", sweep_dir / f"seed={s}").read_text())
+        assert rep["status"] == "finished", rep
