@@ -145,7 +145,11 @@ def test_scancel_mid_sweep_then_the_same_command_reruns_only_that_job_exactly(sl
 
 
 def test_requeue_of_a_running_task_reruns_it_cleanly(slurm, tmp_path):
-    args = ["-m", *LONG, "optim=sgd,adam", "seed=0", *SLURM, "name=requeue"]
+    # submitit ignores the SIGTERM of a requeue and SLURM kills KillWait = 5 s later: the job must
+    # still be running then. LONG's 40 epochs train in 2.5 s here, so the first attempt could end
+    # within those 5 s and the requeued one find it done; 300 epochs leave it mid-run
+    longer = [o for o in LONG if not o.startswith("epochs=")] + ["epochs=300"]
+    args = ["-m", *longer, "optim=sgd,adam", "seed=0", *SLURM, "name=requeue"]
     sweep = tmp_path / "multirun" / "requeue"
     p = start(args, tmp_path, slurm)
     job = wait_for_rows(sweep, "optim=sgd", 6)
