@@ -39,7 +39,11 @@ class StackedLinear(nn.Module):
         self.bias = nn.Parameter(torch.stack([lin.bias.detach() for lin in layers]).clone()) if has_bias else None
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        z = torch.matmul(a, self.weight.mT)  # (S, N, in) or (N, in), times (S, in, out)
+        if a.dim() == 2:  # (N, in), every copy's input (the test set): one (N, in) x (in, S*out) product,
+            # not S products of a broadcast copy of a (23 against 34 ms for 10,000 x 784 and S = 5)
+            z = (a @ self.weight.flatten(0, 1).T).view(a.shape[0], self.seeds, -1).transpose(0, 1)
+        else:
+            z = torch.matmul(a, self.weight.mT)  # (S, N, in) times (S, in, out)
         return z if self.bias is None else z + self.bias[:, None, :]
 
     def extra_repr(self) -> str:
