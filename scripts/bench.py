@@ -162,7 +162,7 @@ def weight_update_streams(model, mode, device, steps, warmup, batch_size):
                 loss.backward()
         for st in streams:
             main_stream.wait_stream(st)
-        tr.opt.step()
+        tr.optimizer_step()
 
     return interleaved({"fused": lambda i: fused(), "streams": lambda i: concurrent()}, steps, warmup, device)
 

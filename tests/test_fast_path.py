@@ -233,3 +233,33 @@ def test_lenet_steps_mix_closed_forms_and_autograd_like_the_reference(batchnorm)
         y = torch.randint(0, 10, (16,), generator=g)
         torch.testing.assert_close(am_ref.step(x, y)[1], am_fast.step(x, y)[1])
         assert_same_state(reference, fast)
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_fused_optimizers_equal_the_default_ones(kind):
+    """optim.base.fused: the one-kernel Adam / SGD the trainers use is the default update, and a
+    parameter it cannot take (here: on the meta device) gets the default implementation."""
+    from amtrain.optim.base import fused
+
+    make = {"adam": lambda ps, **kw: (torch.optim.Adam, dict(lr=1e-2, betas=(0.9, 0.99), **kw)),
+            "sgd": lambda ps, **kw: (torch.optim.SGD, dict(lr=1e-2, momentum=0.9, nesterov=True, **kw))}[kind]
+    nets = [net_for(Mode.paper, "relu", 10) for _ in range(2)]
+    cls, kw = make(None)
+    opts = [cls(nets[0].parameters(), **kw), fused(cls, nets[1].parameters(), **kw)]
+    assert opts[1].defaults["fused"] and not opts[0].defaults.get("fused")
+    x, y = data(10)
+    for _ in range(50):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    for p, q in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(p, q)
+    meta = fused(cls, [nn.Parameter(torch.empty(3, device="meta"))], **kw)
+    assert not meta.defaults.get("fused")
+
+
+def test_trainers_step_their_weights_with_fused_optimizers():
+    net = net_for(Mode.release, "relu", 10)
+    am = AMAdam(net, MuSchedule(0.01), Mode.release, am_adam_cfg())
+    assert am.opt.defaults["fused"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from amtrain.optim.base import Trainer, make_step_lr
+from amtrain.optim.base import Trainer, fused, make_step_lr
 
 
 def clip_grad_norm(net, max_norm: float) -> None:
@@ -44,8 +44,8 @@ class SGD(Backprop):
 
     @classmethod
     def build(cls, net, cfg, mu_cfg=None, mode=None) -> "SGD":
-        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                              nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+        opt = fused(torch.optim.SGD, net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                    nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
         return cls(net, opt, cfg.schedule, cfg.grad_clip)
 
 
@@ -54,5 +54,6 @@ class Adam(Backprop):
 
     @classmethod
     def build(cls, net, cfg, mu_cfg=None, mode=None) -> "Adam":
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        opt = fused(torch.optim.Adam, net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                    weight_decay=cfg.weight_decay)
         return cls(net, opt, cfg.schedule, cfg.grad_clip)

@@ -21,7 +21,7 @@ from amtrain.config import Mode
 from amtrain.errors import ConfigError
 from amtrain.models import LayeredNet, Sign
 from amtrain.optim.am import memory
-from amtrain.optim.base import Trainer, make_step_lr
+from amtrain.optim.base import Trainer, fused, make_step_lr
 from amtrain.optim.am.linear_bn import LinearBN
 from amtrain.optim.am.codes import (accept_if_better, hidden_data_grad, hidden_data_term, solve_code, top_data_grad,
                                  top_data_term)
@@ -41,8 +41,8 @@ def objective(net: LayeredNet, x: torch.Tensor, y: torch.Tensor, c: List[torch.T
 class Encoding(NamedTuple):
     """What encodeInput computed on the fast path, for reuse before the weights change:
     the codes c^0, every layer's linear part z_l = W_l a_{l-1} + b_l (None where f_l is not
-    Linear [+ BatchNorm]), the head's output as z_{L+1}, the input a_0, and the version
-    counters of the weights that made them (any in-place update changes them)."""
+    Linear [+ BatchNorm]), the head's output as z_{L+1}, the input a_0, and the state of
+    the weights that made them (:meth:`OnlineAM._weight_versions`)."""
     c: List[torch.Tensor]
     z: List[Optional[torch.Tensor]]
     a0: torch.Tensor
@@ -70,6 +70,7 @@ class OnlineAM(Trainer):
         self.f = [LinearBN.of(b.f) if self.fast else None for b in net.blocks]
         self.f_head = LinearBN.of(net.head) if self.fast else None
         self.encoding: Optional[Encoding] = None
+        self.optimizer_steps = 0
 
     def step(self, x: torch.Tensor, y: torch.Tensor):
         mu = self.mu.value
@@ -109,7 +110,15 @@ class OnlineAM(Trainer):
         return c
 
     def _weight_versions(self) -> tuple:
-        return tuple(p._version for p in self.net.parameters())
+        """The optimiser steps taken so far and every weight's version counter. A fused
+        optimiser (optim.base.fused) writes the weights without bumping their counters, so
+        its steps are counted here (:meth:`optimizer_step`); any other in-place change bumps them."""
+        return (self.optimizer_steps,) + tuple(p._version for p in self.net.parameters())
+
+    def optimizer_step(self) -> None:
+        """``self.opt.step()``, counted, so that the encoding is known stale after it."""
+        self.opt.step()
+        self.optimizer_steps += 1
 
     def _encoding_valid(self) -> bool:
         """True while no weight has changed since the encoding."""
@@ -201,7 +210,7 @@ class AMAdam(OnlineAM):
     def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, cfg):
         super().__init__(net, mu, mode, cfg.codes, cfg.fast)
         # Adam is element-wise, so one Adam over all parameters is L+1 independent Adams.
-        self.opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        self.opt = fused(torch.optim.Adam, net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.weight_iters = cfg.weight_iters
         self.schedulers = make_step_lr(self.opt, cfg.schedule)
 
@@ -218,7 +227,7 @@ class AMAdam(OnlineAM):
                 rest.append(self.output_loss(a[L], y))  # Alg. 2.3 line 1
             if rest:
                 sum(rest).sum().backward()  # (.sum(): the copies of a seed axis)
-            self.opt.step()
+            self.optimizer_step()
 
 
 class AMMem(OnlineAM):
@@ -245,7 +254,7 @@ class AMMem(OnlineAM):
         self.cfg = cfg
         self.solver, self.bcd_sweeps, self.ridge = str(cfg.solver), int(cfg.bcd_sweeps), float(cfg.ridge)
         self.reset_memories()
-        self.opt = torch.optim.Adam(net.head.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        self.opt = fused(torch.optim.Adam, net.head.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.schedulers = make_step_lr(self.opt, cfg.schedule)
 
     def reset_memories(self) -> None:
@@ -269,7 +278,7 @@ class AMMem(OnlineAM):
         self.opt.zero_grad(set_to_none=True)
         if not self.output_grads(a_L, y):
             self.output_loss(a_L, y).backward()
-        self.opt.step()
+        self.optimizer_step()
 
     def update_memories(self, a, c) -> None:
         for l, mem in enumerate(self.memories):

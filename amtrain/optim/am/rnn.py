@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from amtrain.config import Mode
 from amtrain.models.rnn import ElmanRNN
-from amtrain.optim.base import Trainer, make_step_lr
+from amtrain.optim.base import Trainer, fused, make_step_lr
 from amtrain.optim.am.codes import solve_code
 from amtrain.optim.am.mu import MuSchedule
 
@@ -111,7 +111,7 @@ class AMAdamRNN(Trainer):
         super().__init__(net)
         self.mu, self.mode, self.codes_cfg = mu, Mode(mode), cfg.codes
         self.fast = bool(cfg.get("fast", True))  # false: the two terms' gradients apart, logits as rows (reference)
-        self.opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        self.opt = fused(torch.optim.Adam, net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.weight_iters = cfg.weight_iters
         self.schedulers = make_step_lr(self.opt, cfg.schedule)
 
