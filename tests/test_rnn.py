@@ -200,9 +200,10 @@ def test_the_fused_code_gradient_equals_the_readout_and_step_gradients(readout, 
         nxt = (u[:, t + 1], c[:, t + 1] + 0.1) if t < 11 else (None, None)
         if nxt[0] is not None:
             expected = expected + step_grad(net, *nxt, mu, mode)(c[:, t] + 0.05)
-        got = code_grad(W_t, None if z_rest is None else z_rest.T.contiguous(), target.T.contiguous(),
-                        readout_scale(y, mu, mode), net.W_h.detach(), *nxt, scale_next)(c[:, t] + 0.05)
-        torch.testing.assert_close(got, expected)
+        cols = lambda a: None if a is None else a.T.contiguous()  # noqa: E731 (the fast pass's (features, B) layout)
+        got = code_grad(W_t, cols(z_rest), cols(target), readout_scale(y, mu, mode), net.W_h.detach(),
+                        *map(cols, nxt), scale_next)(cols(c[:, t] + 0.05))
+        torch.testing.assert_close(got.T, expected)
 
 
 @pytest.mark.parametrize("readout", READOUTS)
@@ -243,3 +244,45 @@ def test_the_fast_code_pass_equals_the_reference_pass(readout, mode):
         cfg = compose(["model=rnn", "optim=am_adam", f"mode={mode}", "dataset=synthetic", f"optim.fast={fast}"])
         codes.append(build_trainer(cfg.optim, cfg.mu, cfg.mode, net).update_codes(u, c0, y, 0.01))
     torch.testing.assert_close(codes[0], codes[1])
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("n_inputs", [1, 3])
+def test_the_column_layout_maps_equal_the_row_ones(readout, n_inputs):
+    """drive_columns, encode_columns, readout_columns: the row maps in the (T, d, B) layout."""
+    torch.manual_seed(0)
+    net = ElmanRNN(n_inputs, 6, 3, readout=readout, n_steps=12 // n_inputs).double()
+    x = torch.randn(32, 12, dtype=torch.float64)
+    rows = lambda a: a.permute(2, 0, 1)  # noqa: E731 (T, d, B) -> (B, T, d)
+    u = net.drive_columns(x)
+    assert u.is_contiguous()
+    torch.testing.assert_close(rows(u), net.drive(x))
+    c, h = net.encode_columns(u)
+    torch.testing.assert_close(rows(c), net.encode(x))
+    torch.testing.assert_close(h, torch.tanh(c))
+    torch.testing.assert_close(net.readout_columns(h).T, net.readout(net.encode(x)))
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+@pytest.mark.parametrize("mode", ["paper", "release"])
+def test_a_fast_step_equals_a_reference_step(readout, mode):
+    """Three whole AM-Adam steps, fast (column layout throughout) against the reference (rows):
+    the same losses, outputs and weights."""
+    results = []
+    for fast in ("true", "false"):
+        torch.manual_seed(0)
+        net = ElmanRNN(1, 6, 3, readout=readout, n_steps=12).double()
+        cfg = compose(["model=rnn", "optim=am_adam", f"mode={mode}", "dataset=synthetic", f"optim.fast={fast}"])
+        am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+        g = torch.Generator().manual_seed(1)
+        out = []
+        for _ in range(3):
+            x, y = torch.randn(32, 12, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+            out.append(am.step(x, y))
+        results.append((out, [p.detach().clone() for p in net.parameters()]))
+    (out_f, w_f), (out_r, w_r) = results
+    for (loss_f, o_f), (loss_r, o_r) in zip(out_f, out_r):
+        torch.testing.assert_close(loss_f, loss_r)
+        torch.testing.assert_close(o_f, o_r)
+    for p, q in zip(w_f, w_r):
+        torch.testing.assert_close(p, q)

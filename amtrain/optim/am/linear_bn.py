@@ -27,7 +27,7 @@ SMALL_BATCHNORM = 1 << 16
 
 
 @contextlib.contextmanager
-def _one_thread_if_small(t: torch.Tensor):
+def one_thread_if_small(t: torch.Tensor):
     n = torch.get_num_threads()
     if t.device.type != "cpu" or n == 1 or t.numel() > SMALL_BATCHNORM:
         yield
@@ -96,7 +96,7 @@ class LinearBN:
             if bn.training and bn.track_running_stats:
                 bn.num_batches_tracked.add_(1)
             running = bn.training and bn.track_running_stats  # as nn.BatchNorm1d.forward
-            with _one_thread_if_small(z):
+            with one_thread_if_small(z):
                 pred, mean, rstd = torch.native_batch_norm(
                     z, bn.weight, bn.bias, bn.running_mean if running else None,
                     bn.running_var if running else None, True, bn.momentum, bn.eps)
@@ -112,7 +112,7 @@ class LinearBN:
             if running:
                 bn.num_batches_tracked.add_(1)
             zc = channels(z)
-            with _one_thread_if_small(zc):
+            with one_thread_if_small(zc):
                 pred, mean, rstd = torch.native_batch_norm(
                     zc, bn.flat("weight"), bn.flat("bias"), bn.flat("running_mean") if running else None,
                     bn.flat("running_var") if running else None, True, bn.momentum, bn.eps)
@@ -129,7 +129,7 @@ class LinearBN:
         if self.stacked:
             return self._backward_stacked(d_pred, saved, affine)
         if self._batch_stats():
-            with _one_thread_if_small(d_pred):
+            with one_thread_if_small(d_pred):
                 return torch.ops.aten.native_batch_norm_backward(
                     d_pred, saved.z, bn.weight, bn.running_mean, bn.running_var, saved.mean, saved.rstd, True,
                     bn.eps, [True, affine, affine])
@@ -142,7 +142,7 @@ class LinearBN:
     def _backward_stacked(self, d_pred: torch.Tensor, saved: Saved, affine: bool):
         bn = self.bn
         if saved.mean is not None:  # batch statistics: the fused kernel on the (N, S*m) layout
-            with _one_thread_if_small(saved.z):
+            with one_thread_if_small(saved.z):
                 d_z, d_gamma, d_beta = torch.ops.aten.native_batch_norm_backward(
                     channels(d_pred), saved.z, bn.flat("weight"), bn.flat("running_mean"), bn.flat("running_var"),
                     saved.mean, saved.rstd, True, bn.eps, [True, affine, affine])
