@@ -340,9 +340,12 @@ def test_ctrl_c_is_one_line_exit_130_failed_written_partial_kept(tmp_path):
     while time.time() < deadline and not (partial.exists() and partial.read_text().count("\n") > 8):
         time.sleep(0.2)
     seen = partial.read_text()
+    status = Path(f"/proc/{p.pid}/status")  # the child's signal masks, for the message if it ignores the signal
+    masks = [ln for ln in status.read_text().splitlines() if ln.startswith("Sig")] if status.exists() else []
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=60)
     r = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+    assert r.returncode != 0, f"the run did not stop on SIGINT ({seen.count(chr(10))} rows when sent; {masks})"
     one_line(r, 130, "amtrain: interrupted (Ctrl-C)", "FAILED", "partial metrics")
     assert (out / "FAILED").read_text().startswith("interrupted (Ctrl-C) at epoch ")
     assert partial.read_text().startswith(seen) and not (out / "metrics.csv").exists()
