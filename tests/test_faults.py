@@ -333,8 +333,12 @@ def test_ctrl_c_is_one_line_exit_130_failed_written_partial_kept(tmp_path):
     out = tmp_path / "r"
     args = ["dataset=synthetic", "dataset.n_train=20000", "device=cpu", "progress=false", "epochs=200",
             "eval.first_epoch_batches=0", "optim=sgd", f"hydra.run.dir={out}"]
+    # Ctrl-C as a terminal sends it: to a run whose SIGINT is at its default. A suite started as a
+    # background job of a non-interactive shell (nohup ... &) passes SIGINT down ignored, as POSIX
+    # shells do for such jobs, and Python then installs no KeyboardInterrupt handler.
     p = subprocess.Popen(amtrain_cmd() + args, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     partial = out / "metrics.partial.csv"
     deadline = time.time() + 120
     while time.time() < deadline and not (partial.exists() and partial.read_text().count("\n") > 8):
