@@ -8,8 +8,10 @@ For each read-out, interleaved in one process: one SGD step (BPTT through torch'
 nn.RNN), and one AM-Adam step three ways: the reference code pass (``optim.fast=false``:
 the read-out's and the successor's gradients apart, logits as rows), the fast pass (one
 fused gradient per code step, logits as (outputs, samples)), and the Jacobi variant
-(``optim.codes.order=jacobi``: every step at once). Median ms per step over ``--steps``
-after one warm-up; the ratios are to SGD's step.
+(``optim.codes.order=jacobi``: every step at once), and the fast pass compiled
+(``optim.compile=true``). Median ms per step over ``--steps`` after one warm-up; the ratios
+are to SGD's step. The warm-up's excess over the median is each way's one-off cost, for the
+compiled way its compile time: printed below the table.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from amtrain.cli import compose
 from amtrain.models import build_model
 from amtrain.optim import build_trainer
 
-WAYS = {"sgd (BPTT)": ["optim=sgd"], "am_adam reference": ["optim=am_adam", "optim.fast=false"],
-        "am_adam fast": ["optim=am_adam"], "am_adam jacobi": ["optim=am_adam", "optim.codes.order=jacobi"]}
+ALL_WAYS = {"sgd (BPTT)": ["optim=sgd"], "am_adam reference": ["optim=am_adam", "optim.fast=false"],
+            "am_adam fast": ["optim=am_adam"], "am_adam compiled": ["optim=am_adam", "optim.compile=true"],
+            "am_adam jacobi": ["optim=am_adam", "optim.codes.order=jacobi"]}
 
 
 def main(argv=None) -> None:
@@ -35,7 +38,9 @@ def main(argv=None) -> None:
     p.add_argument("--readouts", default="last,sequence,mean")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-compile", action="store_true", help="leave out the compiled way (its compile: ~20 s)")
     a = p.parse_args(argv)
+    WAYS = {w: o for w, o in ALL_WAYS.items() if not (a.no_compile and "optim.compile=true" in o)}
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -47,6 +52,7 @@ def main(argv=None) -> None:
           f"batch {a.batch}; median ms per step of {a.steps} after one warm-up, interleaved")
     print("| read-out | " + " | ".join(WAYS) + " | " + " | ".join(f"{w} / sgd" for w in list(WAYS)[1:]) + " |")
     print("|---|" + "---|" * (2 * len(WAYS) - 1))
+    warmups = []
     for readout in a.readouts.split(","):
         trainers = {}
         for way, overrides in WAYS.items():
@@ -62,12 +68,13 @@ def main(argv=None) -> None:
                 t0 = time.perf_counter()
                 tr.step(x, y)
                 sync()
-                if i:
-                    times[way].append(time.perf_counter() - t0)
-        ms = {w: statistics.median(v) * 1000 for w, v in times.items()}
+                times[way].append(time.perf_counter() - t0)
+        ms = {w: statistics.median(v[1:]) * 1000 for w, v in times.items()}
         base = ms["sgd (BPTT)"]
         print(f"| {readout} | " + " | ".join(f"{ms[w]:.0f}" for w in WAYS) + " | "
               + " | ".join(f"{ms[w] / base:.2f}" for w in list(WAYS)[1:]) + " |", flush=True)
+        warmups.append(f"{readout}: " + ", ".join(f"{w} {times[w][0] - ms[w] / 1000:.1f} s" for w in WAYS))
+    print("one-off cost of the first step (its time less the median):\n" + "\n".join(warmups))
 
 
 if __name__ == "__main__":

@@ -286,3 +286,91 @@ def test_a_fast_step_equals_a_reference_step(readout, mode):
         torch.testing.assert_close(o_f, o_r)
     for p, q in zip(w_f, w_r):
         torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize("mode", ["paper", "release"])
+@pytest.mark.parametrize("n_inputs", [1, 3])
+def test_the_closed_form_constraint_gradients_equal_autograd(mode, n_inputs):
+    """The fast weight step's gradients of eq. 6 (summed over steps) in closed form, against
+    autograd on the same objective written in rows (update_weights' local term)."""
+    torch.manual_seed(0)
+    T = 12 // n_inputs
+    net = ElmanRNN(n_inputs, 6, 3, n_steps=T).double()
+    cfg = compose(["model=rnn", "optim=am_adam", f"mode={mode}", "dataset=synthetic"])
+    am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 12, generator=g, dtype=torch.float64)
+    c = net.encode(x) + 0.3 * torch.randn(32, T, 6, generator=g, dtype=torch.float64)  # codes off the forward pass
+    mu, (B, d) = 0.05, (32, 6)
+    h_prev = torch.cat([c.new_zeros(B, 1, d), torch.tanh(c[:, :-1])], dim=1)
+    pred = net.drive(x) + h_prev @ net.W_h.T
+    local = (mu * (c - pred).pow(2).sum() / B if mode == "paper" else (pred - c).pow(2).sum() / (B * d))
+    params = (net.rnn.weight_ih_l0, net.W_h, net.rnn.bias_ih_l0, net.rnn.bias_hh_l0)
+    expected = torch.autograd.grad(local, params)
+    cols = c.permute(1, 2, 0).contiguous()
+    got = am.constraint_grads(x, cols, torch.tanh(cols), mu)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+
+
+def _has_cxx_compiler() -> bool:
+    import shutil
+
+    return any(shutil.which(cc) for cc in ("g++", "c++", "clang++"))
+
+
+@pytest.mark.skipif(not _has_cxx_compiler(), reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.parametrize("readout", ["last", "sequence"])
+def test_the_compiled_code_pass_equals_the_eager_one(readout):
+    """optim.compile=true: two whole AM-Adam steps through torch.compile equal the eager fast
+    pass (float64, paper mode: mu, and so every scale, enters the graph as a tensor, and mu
+    moves between the steps without a recompile)."""
+    results = []
+    for compiled in ("false", "true"):
+        torch.manual_seed(0)
+        net = ElmanRNN(1, 6, 3, readout=readout, n_steps=12).double()
+        cfg = compose(["model=rnn", "optim=am_adam", "mode=paper", "mu=additive", "dataset=synthetic",
+                       f"optim.compile={compiled}", "optim.codes.iters=2"])
+        am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+        g = torch.Generator().manual_seed(1)
+        out, graphs = [], []
+        for _ in range(2):
+            x, y = torch.randn(32, 12, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+            out.append(am.step(x, y)[1])
+            graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+        results.append((out, [p.detach().clone() for p in net.parameters()]))
+    assert graphs[1] == graphs[0]  # the second step (another mu) compiled nothing
+    (out_e, w_e), (out_c, w_c) = results
+    for a, b in zip(out_e + w_e, out_c + w_c):
+        torch.testing.assert_close(a, b)
+
+
+def test_compile_is_refused_where_there_is_no_compiled_pass():
+    net = ElmanRNN(1, 6, 3)
+    cfg = compose(["model=rnn", "optim=am_adam", "dataset=synthetic", "optim.compile=true", "optim.fast=false"])
+    with pytest.raises(ConfigError, match="optim.fast=false"):
+        build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+    cfg = compose(["optim=am_adam", "dataset=synthetic", "optim.compile=true"])
+    with pytest.raises(ConfigError, match="model=rnn"):
+        build_trainer(cfg.optim, cfg.mu, cfg.mode, build_model(cfg.model, (20,), 3))
+
+
+def test_a_failed_compile_is_one_line_naming_the_fix(monkeypatch):
+    from amtrain.optim.am import rnn as am_rnn
+
+    class InvalidCxxCompiler(RuntimeError):
+        __module__ = "torch._inductor.exc"  # as torch's own compile errors are
+
+    def broken_compile(fn, **kw):
+        def run(*a, **k):
+            raise InvalidCxxCompiler("No working C++ compiler found in torch._inductor.config.cpp.cxx\nmore")
+        return run
+
+    monkeypatch.setattr(am_rnn.torch, "compile", broken_compile)
+    net = ElmanRNN(1, 6, 3, n_steps=12)
+    cfg = compose(["model=rnn", "optim=am_adam", "dataset=synthetic", "optim.compile=true"])
+    am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+    with pytest.raises(ConfigError) as e:
+        am.step(torch.randn(8, 12), torch.randint(0, 3, (8,)))
+    msg = str(e.value)
+    assert "\n" not in msg and "No working C++ compiler" in msg and "optim.compile=false" in msg

@@ -75,8 +75,8 @@ def solve_code(c0: torch.Tensor, data_term: Callable[[torch.Tensor], torch.Tenso
                 c.requires_grad_(True)
                 (g,) = torch.autograd.grad(data_term(c).sum(), c)  # (.sum(): the copies of a seed axis)
             c = c.detach()
-        if mode == Mode.paper:
-            g = torch.add(g, c - c0, alpha=2.0 * mu)
+        if mode == Mode.paper:  # mu a number, or a 0-d tensor (a compiled pass: amtrain.optim.am.rnn)
+            g = torch.add(g, c - c0, alpha=2.0 * mu) if not torch.is_tensor(mu) else g + (c - c0) * (2.0 * mu)
         if not momentum:
             c.add_(g, alpha=-lr)
             continue

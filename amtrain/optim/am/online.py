@@ -205,6 +205,9 @@ class AMAdam(OnlineAM):
 
         if isinstance(net, ElmanRNN):
             return AMAdamRNN(net, build_mu(mu_cfg), mode, cfg)
+        if cfg.get("compile", False):
+            raise ConfigError("optim.compile=true compiles the RNN's code pass only: use it with model=rnn, "
+                              "or drop it")
         return cls(net, build_mu(mu_cfg), mode, cfg)
 
     def __init__(self, net: LayeredNet, mu: MuSchedule, mode: Mode, cfg):

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from amtrain.config import Mode
+from amtrain.errors import ConfigError
 from amtrain.models.rnn import ElmanRNN
 from amtrain.optim.base import Trainer, fused, make_step_lr
 from amtrain.optim.am.codes import solve_code
@@ -93,6 +94,36 @@ def code_grad(W_t, zT_rest, targetT, scale: float, W_h, u_next, c_next, scale_ne
     return grad
 
 
+def code_step_columns(c0_t, zT, r0_t, W_t, targetT, scale, W_h, u_next, c_next, scale_next, mu, *, solve: dict):
+    """Step t of the fast pass whole: the logits without step t, the code solve (K Nesterov steps on
+    code_grad), and the logits with the new code. Returns c_t, h_t = tanh(c_t) (kept for the weight
+    step) and the logits. A function of tensors only (the scalars may be 0-d tensors), so that
+    ``optim.compile`` can hand it to torch.compile whole: one graph for all T steps, its
+    element-wise work fused between the products."""
+    zT_rest = None if W_t is None else torch.addmm(zT, W_t, r0_t, alpha=-1.0)  # the logits without step t
+    c = solve_code(c0_t, None, mu=mu, **solve,
+                   data_grad=code_grad(W_t, zT_rest, targetT, scale, W_h, u_next, c_next, scale_next))
+    h = torch.tanh(c)
+    return c, h, (zT if W_t is None else torch.addmm(zT_rest, W_t, torch.relu(h)))  # the logits with the new c_t
+
+
+def compiled(fn):
+    """torch.compile(fn) for a fixed-shape pass, its failure to build (no C++ compiler, say) as one line."""
+    graph = torch.compile(fn, dynamic=False)
+
+    def run(*args, **kw):
+        try:
+            return graph(*args, **kw)
+        except Exception as e:  # torch's compile errors have no common base class
+            if not type(e).__module__.startswith("torch"):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ConfigError(f"optim.compile=true: torch.compile failed ({type(e).__name__}: {first[:200]}): "
+                              "install a C++ compiler (the CPU backend needs one) or set optim.compile=false") from e
+
+    return run
+
+
 def top_term(net: ElmanRNN, c_T, y, mu: float, mode: Mode):
     """eq. 4's data term for the last step's code with the last-step read-out."""
     out = net.head(torch.relu(torch.tanh(c_T)))
@@ -128,6 +159,10 @@ class AMAdamRNN(Trainer):
         self.opt = fused(torch.optim.Adam, net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.weight_iters = cfg.weight_iters
         self.schedulers = make_step_lr(self.opt, cfg.schedule)
+        self.compile = bool(cfg.get("compile", False))
+        if self.compile and not self.fast:
+            raise ConfigError("optim.compile=true compiles the fast code pass: drop optim.fast=false, or the compile")
+        self.code_step = compiled(code_step_columns) if self.compile else code_step_columns
 
     def step(self, x, y):
         if self.fast and getattr(self.codes_cfg, "order", "topdown") != "jacobi":
@@ -152,8 +187,8 @@ class AMAdamRNN(Trainer):
             zT = net.readout_columns(h0)
             output = zT.T
             loss = net.loss(output, y)
-        c = self.update_codes_columns(u, c0, y, mu, zT, h0)
-        self.update_weights_columns(x, c, y, mu)
+        c, h = self.update_codes_columns(u, c0, y, mu, zT, h0, hidden=True)
+        self.update_weights_columns(x, c, y, mu, h)
         self.mu.after_batch()
         return loss, output
 
@@ -174,7 +209,7 @@ class AMAdamRNN(Trainer):
             return self.update_codes_jacobi(u, c0, y, mu)
         if self.fast:
             cols = lambda a: a.permute(1, 2, 0).contiguous()  # noqa: E731 (B, T, d) -> (T, d, B)
-            return self.update_codes_columns(cols(u), cols(c0), y, mu).permute(2, 0, 1)
+            return self.update_codes_columns(cols(u), cols(c0), y, mu).permute(2, 0, 1).contiguous()
         net, T = self.net, c0.shape[1]
         solve = self._solver(mu)
         with torch.no_grad():
@@ -196,32 +231,32 @@ class AMAdamRNN(Trainer):
         return c
 
     @torch.no_grad()
-    def update_codes_columns(self, u, c0, y, mu, zT=None, h0=None):
+    def update_codes_columns(self, u, c0, y, mu, zT=None, h0=None, hidden: bool = False):
         """The same pass (optim.fast) on codes and drives (T, d, B), logits zT (outputs, B) and
         hidden states h0 = tanh(c0) where known: each step's problem solved on contiguous (d, B)
-        blocks with code_grad."""
+        blocks by code_step_columns (compiled with optim.compile). Returns the codes, and with
+        ``hidden`` their tanh as well."""
         net, (T, d, B) = self.net, c0.shape
         solve = self._solver(mu)
         h0 = torch.tanh(c0) if h0 is None else h0
         zT = net.readout_columns(h0) if zT is None else zT
         targetT = net.loss_target(y, zT.dtype).T.contiguous()
         scale, scale_next = self._scales(y, mu, B, d)
+        if self.compile:  # graph inputs, not constants: mu moves every mini-batch
+            scale, scale_next, solve["mu"] = (torch.tensor(v, dtype=c0.dtype, device=c0.device)
+                                              for v in (scale, scale_next, solve["mu"]))
+        mu_t = solve.pop("mu")
         W_h = net.W_h.detach()
         r0 = torch.relu(h0)  # every step's read-out input at c^0
-        c = c0.clone()
+        c, h = c0.clone(), torch.empty_like(c0)
         with one_thread_if_small(c0[0]):  # T x K small steps: a thread pool's fork costs more than it saves
             for t in reversed(range(T)):
                 W_t = net.step_weights(t, T)
-                zT_rest = None
-                if W_t is not None:
-                    W_t = W_t.detach().contiguous()
-                    zT_rest = torch.addmm(zT, W_t, r0[t], alpha=-1.0)  # the logits without step t
+                W_t = None if W_t is None else W_t.detach().contiguous()
                 nxt = (u[t + 1], c[t + 1]) if t < T - 1 else (None, None)
-                c[t] = solve_code(c0[t], None, **solve,
-                                  data_grad=code_grad(W_t, zT_rest, targetT, scale, W_h, *nxt, scale_next))
-                if W_t is not None:
-                    zT = torch.addmm(zT_rest, W_t, torch.relu(torch.tanh(c[t])))  # the logits with the new c_t
-        return c
+                c[t], h[t], zT = self.code_step(c0[t], zT, r0[t], W_t, targetT, scale, W_h, *nxt, scale_next, mu_t,
+                                                solve=solve)
+        return (c, h) if hidden else c
 
     def _reference_grad(self, W_t, zT_rest, targetT, scale, nxt, mu):
         """The same gradient as code_grad, from readout_grad and step_grad apart (optim.fast=false)."""
@@ -287,19 +322,33 @@ class AMAdamRNN(Trainer):
             (out_loss + local).backward()
             self.opt.step()
 
-    def update_weights_columns(self, x, c, y, mu):
-        """update_weights on codes (T, d, B)."""
-        net, (T, d, B) = self.net, c.shape
-        h = torch.tanh(c)
-        h_prev = torch.cat([c.new_zeros(1, d, B), h[:-1]])  # h_0 = 0
+    def update_weights_columns(self, x, c, y, mu, h=None):
+        """update_weights on codes c (T, d, B) and h = tanh(c) where known: the read-out's loss
+        through autograd, the constraints' gradients (eq. 6, shared weights) in closed form."""
+        net = self.net
+        h = torch.tanh(c) if h is None else h
         for _ in range(self.weight_iters):
             self.opt.zero_grad(set_to_none=True)
-            out_loss = net.loss(net.readout_columns(h).T, y)  # Alg. 2.3 line 1
-            pred = net.drive_columns(x) + torch.matmul(net.W_h, h_prev)  # every step's prediction of its code
-            if self.mode == Mode.paper:  # eq. 6 summed over steps, mean over samples
-                local = mu * (c - pred).pow(2).sum() / B
-            else:
-                local = F.mse_loss(pred, c, reduction="sum") / (B * d)
-            (out_loss + local).backward()
+            net.loss(net.readout_columns(h).T, y).backward()  # Alg. 2.3 line 1: W_o, b_o
+            with torch.no_grad():
+                grads = self.constraint_grads(x, c, h, mu)
+            for p, g in zip((net.rnn.weight_ih_l0, net.W_h, net.rnn.bias_ih_l0, net.rnn.bias_hh_l0), grads):
+                p.grad = g
             self.opt.step()
+
+    def constraint_grads(self, x, c, h, mu):
+        """The gradients of eq. 6 summed over steps, sum_t mu ||c_t - W_x x_t - b - W_h h_{t-1}||^2 / B
+        (paper; the release's mean squared error: / (B d), no mu), with respect to W_x, W_h and
+        both of torch's biases. With r_t = s (pred_t - c_t), s the loss's factor:
+        dW_x = sum_t r_t x_t^T, dW_h = sum_t r_t h_{t-1}^T, db = sum_t r_t 1 (h_0 = 0, so t = 1
+        has no W_h term). Every sum over t and the samples is one batched product."""
+        net, (T, d, B) = self.net, c.shape
+        r = net.drive_columns(x).sub_(c)  # pred_t - c_t, the W_h term still to add
+        r[1:].add_(torch.matmul(net.W_h.detach(), h[:-1]))
+        r.mul_(2.0 * mu / B if self.mode == Mode.paper else 2.0 / (B * d))
+        x_cols = net.sequence(x).permute(1, 2, 0)  # (T, n_inputs, B)
+        dW_x = torch.bmm(r, x_cols.transpose(1, 2)).sum(0)
+        dW_h = torch.bmm(r[1:], h[:-1].transpose(1, 2)).sum(0)
+        db = r.sum(dim=(0, 2))
+        return dW_x, dW_h, db, db.clone()
 
