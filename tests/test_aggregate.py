@@ -49,3 +49,26 @@ def test_seeds_run_with_other_threads_or_seed_batching_are_one_cell(make_cfg, tm
     final = agg[(agg.split == "test") & (agg.metric == "acc") & (agg.step == agg.step.max())]
     assert len(final) == 1 and final.n_seeds.iloc[0] == 3 and final.seeds.iloc[0] == "0 1 2"
     assert final.overrides.iloc[0] == "optim=sgd"
+
+
+def test_rnn_table_reads_readout_and_width_from_the_overrides(tmp_path):
+    """scripts/rnn_table.py: one row per (read-out, d, method), each epoch's last test accuracy,
+    ± std where there are seeds to have one, n/a for an epoch a run did not reach."""
+    rows = []
+    for overrides, optim, seeds, accs in [
+            ("model.hidden=50 model.readout=last optim=sgd", "sgd", "0", {1: [0.10], 3: [0.11]}),
+            ("experiment=fig6_rnn optim=am_adam", "am_adam", "0 1 2", {1: [0.5, 0.78], 3: [0.87]})]:
+        step = 0
+        for epoch, values in accs.items():
+            for v in values:  # several evaluations in an epoch: the first epoch's inset
+                step += 1
+                for split, metric in (("test", "acc"), ("val", "acc"), ("test", "loss")):
+                    rows.append(dict(split=split, metric=metric, step=step, epoch=epoch, optim=optim,
+                                     overrides=overrides, mean=v if metric == "acc" else 2.3,
+                                     std=0.0 if seeds == "0" else 0.01, n_seeds=len(seeds.split()), seeds=seeds))
+    csv = tmp_path / "agg.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    out = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "rnn_table.py"), str(csv),
+                          "--epochs", "1", "3", "6"], capture_output=True, text=True, check=True).stdout
+    assert "| last | 50 | sgd | 0.100 | 0.110 | n/a | 0 |" in out
+    assert "| sequence | 15 | am_adam | 0.780 ± 0.010 | 0.870 ± 0.010 | n/a | 0 1 2 |" in out
