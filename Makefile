@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 run: install ## one real run: AM-Adam on MNIST, 784-100-100-10, batch 200, 1 epoch
 	$(BIN)/amtrain dataset=mnist optim=am_adam
 
-test: install ## the test suite (CPU, no network, two workers, 8-10 minutes; includes make smoke end to end)
+test: install ## the test suite (CPU, no network, two workers, 8-18 minutes on 2 cores; includes make smoke end to end)
 	$(BIN)/python -m pytest -q
 
 test-slow: install ## the slow tests: five-epoch accuracy on the real MNIST (needs the data)
