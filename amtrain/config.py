@@ -233,7 +233,7 @@ class AMAdamConfig(OptimConfig):
     betas: List[float] = key([0.9, 0.999], "Adam's two moment decays", length=2, ge=0, lt=1)
     weight_iters: int = key(1, "Adam steps per layer per mini-batch", ge=1)
     compile: bool = key(False, "model=rnn: each time step's code solve compiled with torch.compile (needs a C++ "
-                               "compiler on the CPU; about 20 s per process to compile, docs/rnn.md)")
+                               "compiler on the CPU; about 30 s per process to compile with a cold cache, docs/rnn.md)")
     schedule: LRScheduleConfig = key(LRScheduleConfig(step_epochs=8), "step-size schedule (the release halves every 8 epochs)")
 
 

@@ -38,7 +38,7 @@ def main(argv=None) -> None:
     p.add_argument("--readouts", default="last,sequence,mean")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-compile", action="store_true", help="leave out the compiled way (its compile: ~20 s)")
+    p.add_argument("--no-compile", action="store_true", help="leave out the compiled way (its compile: ~30 s with a cold cache)")
     a = p.parse_args(argv)
     WAYS = {w: o for w, o in ALL_WAYS.items() if not (a.no_compile and "optim.compile=true" in o)}
     if a.threads:
