@@ -423,7 +423,7 @@ class Config:
                                        "cores / parallel jobs)", ge=1)
     progress: bool = key(True, "progress bar (only ever drawn on a terminal)")
     name: str = key("default", "sweep name: --multirun jobs go to multirun/<name>/<overrides>")
-    resume: bool = key(True, "skip a run whose folder has DONE (false: rerun it, moving the old outputs aside)")
+    resume: bool = key(True, "skip a run whose folder has DONE and the same config (false: rerun, old outputs moved aside)")
     seeds_per_process: int = key(10, "a sweep over seed=... trains up to this many seeds of one configuration in "
                                      "one process, on a seed axis (online AM, SGD, Adam on the MLPs; 1: a "
                                      "process per seed)", ge=1)

@@ -35,7 +35,8 @@ Examples:
   amtrain -m experiment=fig2_mnist_epochs                       # a paper figure's sweep
 Data root: dataset.root=DIR or the AMTRAIN_DATA environment variable.
 Each run writes config.yaml, metrics.csv, train.log and DONE into its folder; a folder
-with DONE is skipped (resume=false reruns it and moves the old outputs aside).
+with DONE is skipped if its config.yaml computes the same thing, refused if not
+(resume=false reruns it and moves the old outputs aside).
 Exit codes: 0 done, 2 bad input, 3 diverged, 75 folder in use elsewhere, 130 Ctrl-C."""
 
 

@@ -32,14 +32,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from amtrain.config import Mode, validate
 from amtrain.data import build_data
-from amtrain.errors import FolderBusy
+from amtrain.errors import ConfigError, FolderBusy
 from amtrain.metrics import MetricsWriter
 from amtrain.models import build_model
 from amtrain.models.stacked import stack
 from amtrain.optim import build_trainer, trainer_class
 from amtrain.rundir import RunDir
 from amtrain.train import (AllFailed, RunResult, Seat, _attach_log, _run_locked, _summary, _train, resolve_device,
-                           seed_everything)
+                           reusable, seed_everything)
 
 log = logging.getLogger("amtrain")
 
@@ -97,6 +97,11 @@ def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optio
                 continue
             on_claim(rd.path)
             if cfg.resume and rd.finished:
+                try:
+                    reusable(rd, cfg)
+                except ConfigError as e:
+                    outcomes[i] = e
+                    continue
                 final = rd.final_metrics()
                 outcomes[i] = RunResult({k: v for k, v in final.items() if k != "run_id"}, "skipped", rd.path,
                                         final.get("run_id"))

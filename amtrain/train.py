@@ -3,7 +3,9 @@
 Writes into ``out_dir``, under the folder's lock (:mod:`amtrain.rundir`): ``config.yaml``
 (resolved), ``train.log``, ``metrics.csv`` (long format, see :mod:`amtrain.metrics`)
 and, last, ``DONE``, all tied by one run id. A folder that already has ``DONE`` is
-skipped unless ``resume=false``; earlier outputs are moved aside before a new run
+skipped unless ``resume=false``, and only when its ``config.yaml`` asks for the same
+computation (:func:`reusable`: a changed setting, e.g. a new tuned file, is refused, not
+silently reused); earlier outputs are moved aside before a new run
 writes anything. A run that fails (bad data, divergence, Ctrl-C) writes ``FAILED`` (one
 line, then the traceback) and keeps everything it had written.
 """
@@ -42,6 +44,41 @@ class RunResult(dict):
     def __init__(self, metrics: Mapping, status: str, out_dir: Path, run_id: Optional[str]):
         super().__init__(metrics)
         self.status, self.out_dir, self.run_id = status, Path(out_dir), run_id
+
+
+# Keys that say where and how a run executes, not what it computes: a finished run is reused
+# on resume when every other key of its config.yaml equals the config asked for.
+ENVIRONMENT_KEYS = frozenset({"dataset.root", "dataset.download", "device", "threads", "progress", "resume",
+                              "seeds_per_process", "name"})
+
+
+def _flat(node, prefix: str = "") -> Dict[str, object]:
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    out: Dict[str, object] = {}
+    for k, v in node.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def reusable(rd: RunDir, cfg: DictConfig) -> None:
+    """Check that the finished run in ``rd`` computed what ``cfg`` asks for; ConfigError if not.
+
+    Keys in ENVIRONMENT_KEYS are not compared, nor keys the folder's config.yaml lacks (an
+    older amtrain, which had no such setting)."""
+    fix = "resume=false reruns it (moving the old outputs aside), or choose another run or sweep folder"
+    try:
+        done = OmegaConf.to_container(OmegaConf.create((rd.path / "config.yaml").read_text()))
+    except Exception as e:  # missing, unreadable or not YAML
+        raise ConfigError(f"{rd.path} is finished (DONE) but its config.yaml cannot be read "
+                          f"({type(e).__name__}): {fix}") from None
+    then, now = _flat(done), _flat(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    changed = sorted(k for k in then.keys() | now.keys()
+                     if k not in ENVIRONMENT_KEYS and k in then and then[k] != now.get(k, "<absent>"))
+    if changed:
+        shown = ", ".join(f"{k}: {then[k]!r} there, {now.get(k, '<absent>')!r} now" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise ConfigError(f"{rd.path} finished with a different configuration ({shown}{more}): {fix}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,6 +138,7 @@ def run(cfg: DictConfig, out_dir, extra_files: Optional[Mapping[str, str]] = Non
     out_dir = Path(out_dir)
     with RunDir(out_dir) as rd:
         if cfg.resume and rd.finished:
+            reusable(rd, cfg)
             final = rd.final_metrics()
             log.info("skipping %s: already finished (DONE); resume=false reruns it", out_dir)
             return RunResult({k: v for k, v in final.items() if k != "run_id"}, "skipped", out_dir,

@@ -187,6 +187,39 @@ def test_rerunning_into_a_finished_folder_skips_it(unchanged):
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "skipped" in r.stderr and "resume=false" in r.stderr
 
 
+def test_a_finished_folder_with_another_configuration_is_refused_not_reused(unchanged):
+    # the same folder, a setting that changes the computation: one line, nothing touched
+    r = amtrain(*SWEEP, "optim=sgd", "optim.lr=0.05", "hydra.run.dir=done_run", cwd=unchanged)
+    one_line(r, 2, "done_run finished with a different configuration", "optim.lr: 0.4 there, 0.05 now",
+             "resume=false reruns it")
+    # where and how a run executes is not compared: reused
+    r = amtrain(*SWEEP, "optim=sgd", "threads=1", "resume=true", "hydra.run.dir=done_run", cwd=unchanged)
+    assert r.returncode == 0 and "skipped" in r.stderr
+
+
+def test_a_sweep_reports_a_job_whose_finished_run_computed_something_else(tmp_path):
+    # as after a default or a tuned file changed: the folder name (the overrides) is the same
+    assert amtrain("-m", *SWEEP, "optim=sgd", "seed=0,1", "name=sw", cwd=tmp_path).returncode == 0
+    job = next(p for p in (tmp_path / "multirun" / "sw").iterdir() if p.name.endswith("seed=1"))
+    config = job / "config.yaml"
+    config.write_text(config.read_text().replace("epochs: 1", "epochs: 7"))
+    before = checksums(job)
+    r = amtrain("-m", *SWEEP, "optim=sgd", "seed=0,1", "name=sw", cwd=tmp_path)
+    assert r.returncode != 0, r.stdout
+    assert "1 skipped" in r.stdout and "1 failed" in r.stdout, r.stdout
+    assert "epochs: 7 there, 1 now" in r.stdout + r.stderr
+    assert checksums(job) == before
+
+
+def test_a_finished_folder_whose_config_cannot_be_read_is_refused(tmp_path):
+    assert amtrain(*SWEEP, "optim=sgd", "hydra.run.dir=X", cwd=tmp_path).returncode == 0
+    (tmp_path / "X" / "config.yaml").write_text("optim: [unclosed\n")
+    before = checksums(tmp_path / "X")
+    one_line(amtrain(*SWEEP, "optim=sgd", "hydra.run.dir=X", cwd=tmp_path), 2,
+             "is finished (DONE) but its config.yaml cannot be read", "resume=false")
+    assert checksums(tmp_path / "X") == before
+
+
 def test_resume_false_moves_the_finished_run_aside_before_writing(tmp_path):
     r = amtrain(*SWEEP, "optim=sgd", "hydra.run.dir=X", cwd=tmp_path)
     assert r.returncode == 0

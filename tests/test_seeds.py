@@ -227,6 +227,19 @@ def test_resume_batches_only_the_seeds_not_done_and_a_busy_folder_is_left_alone(
     assert "on a seed axis with seeds [0, 2]" in log
 
 
+def test_a_seed_finished_with_another_configuration_is_refused_while_the_others_run(tmp_path):
+    from amtrain.errors import ConfigError
+
+    cfgs = [compose(TINY + RUN + ["optim=sgd", f"seed={s}"]) for s in (0, 1, 2)]
+    dirs = [tmp_path / f"s{c.seed}" for c in cfgs]
+    run(compose(TINY + RUN + ["optim=sgd", "seed=1", "optim.lr=0.05"]), dirs[1])
+    done = (dirs[1] / "DONE").read_text()
+    outcomes = run_seeds(cfgs, dirs)
+    assert isinstance(outcomes[1], ConfigError) and "optim.lr: 0.05 there" in str(outcomes[1])
+    assert (dirs[1] / "DONE").read_text() == done  # not rerun, not moved
+    assert outcomes[0].status == outcomes[2].status == "finished"
+
+
 def test_run_seeds_refuses_configs_that_differ_in_more_than_the_seed(tmp_path):
     a = compose(TINY + RUN + ["optim=sgd", "seed=0"])
     b = compose(TINY + RUN + ["optim=sgd", "seed=1", "optim.lr=0.5"])
