@@ -447,6 +447,17 @@ SCHEMAS = {
 INTERNAL_GROUPS = ("mode_defaults", "tuned")
 
 
+def flat_keys(node: Any, prefix: str = "") -> dict:
+    """A plain nested dict (a config.yaml, or a resolved config as a container) as
+    ``{"optim.codes.lr": 0.1, ...}``: what resume and scripts/aggregate.py compare."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    out: dict = {}
+    for k, v in node.items():
+        out.update(flat_keys(v, f"{prefix}{k}."))
+    return out
+
+
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore; YAML files extend them as ``/schema_<group>_<name>``.
 

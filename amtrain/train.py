@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from amtrain.config import Mode, validate
+from amtrain.config import Mode, flat_keys, validate
 from amtrain.data import build_data
 from amtrain.errors import AmtrainError, ConfigError, DivergenceError, Interrupted
 from amtrain.metrics import MetricsWriter
@@ -52,15 +52,6 @@ ENVIRONMENT_KEYS = frozenset({"dataset.root", "dataset.download", "device", "thr
                               "seeds_per_process", "name"})
 
 
-def _flat(node, prefix: str = "") -> Dict[str, object]:
-    if not isinstance(node, dict):
-        return {prefix[:-1]: node}
-    out: Dict[str, object] = {}
-    for k, v in node.items():
-        out.update(_flat(v, f"{prefix}{k}."))
-    return out
-
-
 def reusable(rd: RunDir, cfg: DictConfig) -> None:
     """Check that the finished run in ``rd`` computed what ``cfg`` asks for; ConfigError if not.
 
@@ -72,7 +63,7 @@ def reusable(rd: RunDir, cfg: DictConfig) -> None:
     except Exception as e:  # missing, unreadable or not YAML
         raise ConfigError(f"{rd.path} is finished (DONE) but its config.yaml cannot be read "
                           f"({type(e).__name__}): {fix}") from None
-    then, now = _flat(done), _flat(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    then, now = flat_keys(done), flat_keys(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     changed = sorted(k for k in then.keys() | now.keys()
                      if k not in ENVIRONMENT_KEYS and k in then and then[k] != now.get(k, "<absent>"))
     if changed:

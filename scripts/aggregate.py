@@ -15,7 +15,7 @@ step (``wall_time``: the mean training seconds there).
 ``variant`` is a short hash of the run's resolved config without its seed, so runs that
 differ in any other setting are never averaged together; ``settings`` spells out how a
 variant differs from the others of the same method, ``overrides`` the command-line
-overrides its runs had.
+overrides its runs had (several spellings of one variant joined by `` | ``).
 """
 from __future__ import annotations
 
@@ -30,18 +30,11 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
+from amtrain.config import flat_keys
 from amtrain.rundir import run_ids
 from amtrain.sweep import expand, job_dirname
 
 KEYS = ["dataset", "model", "optim", "mode", "variant", "split", "metric", "step", "epoch", "samples_seen"]
-
-
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
 
 
 # Keys that say where and how a run was executed, not what it computes: runs that differ
@@ -51,7 +44,7 @@ HOW_RUN = ("seed", "dataset.root", "dataset.path", "progress", "device", "thread
 
 def variant(run_dir: Path) -> dict:
     """The run's config without seed and the keys of HOW_RUN, flattened, and its short hash."""
-    cfg = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    cfg = flat_keys(yaml.safe_load((run_dir / "config.yaml").read_text()))
     for k in HOW_RUN:
         cfg.pop(k, None)
     return {"variant": hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8],
@@ -167,6 +160,9 @@ def load(dirs) -> pd.DataFrame:
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    # One variant is one computation however its command spelled it (a default written out,
+    # overrides in another order): its seeds are one cell, listing every spelling.
+    df = df.assign(overrides=df.groupby("variant").overrides.transform(lambda s: " | ".join(sorted(set(s)))))
     g = df.groupby(KEYS + ["settings", "overrides"], dropna=False)
     out = g.value.agg(["mean", "std"])
     out["wall_time"] = g.wall_time.mean()  # training seconds at that point, mean over seeds

@@ -51,6 +51,26 @@ def test_seeds_run_with_other_threads_or_seed_batching_are_one_cell(make_cfg, tm
     assert final.overrides.iloc[0] == "optim=sgd"
 
 
+def test_one_configuration_spelled_two_ways_is_one_cell(make_cfg, tmp_path):
+    """A seed run with the default step written out (optim.lr=<default>) computes what a seed
+    without it computes: one cell over both seeds, with both spellings in ``overrides``
+    (it was two cells of one variant, which the figures then drew twice)."""
+    lr = make_cfg("optim=sgd").optim.lr
+    spelled = {0: ["optim=sgd", f"optim.lr={lr}"], 1: ["optim=sgd"]}
+    for seed, ovr in spelled.items():
+        lines = "".join(f"- {o}\n" for o in [*ovr, f"seed={seed}"])
+        run(make_cfg(*ovr, f"seed={seed}"), tmp_path / "sweep" / f"s{seed}", {".hydra/overrides.yaml": lines})
+    out = tmp_path / "agg.csv"
+    r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "sweep"), "-o", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    agg = pd.read_csv(out)
+    final = agg[(agg.split == "test") & (agg.metric == "acc") & (agg.step == agg.step.max())]
+    assert len(final) == 1 and final.n_seeds.iloc[0] == 2 and final.seeds.iloc[0] == "0 1"
+    assert final.overrides.iloc[0] == f"optim.lr={lr} optim=sgd | optim=sgd"
+    assert agg.groupby(["variant", "split", "metric", "step"]).size().max() == 1
+
+
 def test_rnn_table_reads_readout_and_width_from_the_overrides(tmp_path):
     """scripts/rnn_table.py: one row per (read-out, d, method), each epoch's last test accuracy,
     ± std where there are seeds to have one, n/a for an epoch a run did not reach."""

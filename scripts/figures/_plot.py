@@ -99,7 +99,7 @@ def _overrides(df: pd.DataFrame) -> str:
     seen = []
     for line in df.overrides.fillna("").unique():
         for o in str(line).split():
-            if o.split("=")[0] not in ("optim", "model", "experiment") and o not in seen:
+            if o != "|" and o.split("=")[0] not in ("optim", "model", "experiment") and o not in seen:
                 seen.append(o)
     return " ".join(seen)
 
