@@ -26,6 +26,12 @@ def load(path) -> Optional[pd.DataFrame]:
     return df
 
 
+def override_value(line: str, key: str) -> Optional[str]:
+    """The value an ``overrides`` cell sets for ``key`` (the last, as Hydra applies them), or None."""
+    found = [o.split("=", 1)[1] for o in str(line).split() if o.startswith(key + "=")]
+    return found[-1] if found else None
+
+
 def select(df: pd.DataFrame, split: str = "test", metric: str = "acc") -> pd.DataFrame:
     return df[(df.split == split) & (df.metric == metric)]
 

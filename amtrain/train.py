@@ -90,6 +90,11 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 @torch.no_grad()
+def per_copy(value) -> List[float]:
+    """A number or tensor summed over a batch as one float per copy of a seed axis (one without)."""
+    return torch.as_tensor(value).reshape(-1).tolist()
+
+
 def evaluate(net, data, split: str, batch_size: int) -> List[Dict[str, float]]:
     """{acc, loss} on ``split``: one dict, or one per copy of a seed-axis net (a list of S)."""
     was_training = net.training
@@ -101,8 +106,7 @@ def evaluate(net, data, split: str, batch_size: int) -> List[Dict[str, float]]:
         correct = correct + (net.predict(out) == y).sum(-1)
         n += y.shape[0]
     net.train(was_training)
-    per_copy = zip(torch.as_tensor(correct).reshape(-1).tolist(), torch.as_tensor(loss).reshape(-1).tolist())
-    return [{"acc": c / n, "loss": l / n} for c, l in per_copy]
+    return [{"acc": c / n, "loss": l / n} for c, l in zip(per_copy(correct), per_copy(loss))]
 
 
 def _attach_log(out_dir: Path, only: Optional[str] = None) -> logging.Handler:
@@ -311,8 +315,7 @@ def _train(cfg, data, net, trainer, seats: List[Seat], device, where: Dict[str, 
         if ev.objective:  # a full-batch method's own objective after this iteration (not timed)
             extra.update(trainer.objective(data))
         train = [{"loss": l / seen, "acc": c / seen, **extra}
-                 for l, c in zip(torch.as_tensor(loss_sum).reshape(-1).tolist(),
-                                 torch.as_tensor(correct).reshape(-1).tolist())]
+                 for l, c in zip(per_copy(loss_sum), per_copy(correct))]
         for seat, t in zip(seats, train):
             if seat.active:
                 seat.writer.write(step, epoch, samples, "train", t, train_time)
@@ -391,11 +394,11 @@ class DivergenceGuard:
         self.first: Optional[List[float]] = None
 
     def start(self, loss: torch.Tensor) -> None:
-        self.first = torch.as_tensor(loss).reshape(-1).tolist()
+        self.first = per_copy(loss)
 
     def problems(self, loss_sum: torch.Tensor, seen: int, epoch: int, step: int) -> List[Optional[str]]:
         """One message per seed that diverged, None for the others."""
-        means = [v / max(seen, 1) for v in torch.as_tensor(loss_sum).reshape(-1).tolist()]
+        means = [v / max(seen, 1) for v in per_copy(loss_sum)]
         finite = [True] * self.copies
         if self.check_weights:
             finite = torch.stack([torch.isfinite(p).reshape(self.copies, -1).all(1)

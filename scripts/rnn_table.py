@@ -16,17 +16,14 @@ import argparse
 
 import pandas as pd
 
-
-def override(line: str, key: str, default: str) -> str:
-    found = [o.split("=", 1)[1] for o in str(line).split() if o.startswith(key + "=")]
-    return found[-1] if found else default
+from amtrain.results import override_value
 
 
 def table(df: pd.DataFrame, epochs, readout: str, hidden: str) -> str:
     df = df[(df.split == "test") & (df.metric == "acc")].copy()
     lines = df["overrides"].fillna("") if "overrides" in df else pd.Series("", index=df.index)
-    df["readout"] = [override(o, "model.readout", readout) for o in lines]
-    df["d"] = [int(override(o, "model.hidden", hidden)) for o in lines]
+    df["readout"] = [override_value(o, "model.readout") or readout for o in lines]
+    df["d"] = [int(override_value(o, "model.hidden") or hidden) for o in lines]
     ends = df.sort_values("step").groupby(["readout", "d", "optim", "epoch"]).tail(1)  # each epoch's last evaluation
     out = ["| read-out | d | method | " + " | ".join(f"epoch {e}" for e in epochs) + " | seeds |",
            "|---|---|---|" + "---|" * (len(epochs) + 1)]

@@ -7,6 +7,8 @@ from pathlib import Path
 import _plot
 from omegaconf import OmegaConf
 
+from amtrain.results import override_value
+
 NAME, SWEEPS, PAPER_EPOCHS = "fig6_rnn", ["fig6_rnn"], 10
 EXPERIMENT = Path(__file__).resolve().parents[2] / "conf" / "experiment" / "fig6_rnn.yaml"
 READOUTS = {"last": "the read-out of the last step's ReLU'd state", "mean": "the read-out of the ReLU'd states' mean",
@@ -16,7 +18,7 @@ READOUTS = {"last": "the read-out of the last step's ReLU'd state", "mean": "the
 def readout(df) -> str:
     """The runs' model.readout: an override where every run has the same one, else the experiment's."""
     lines = df["overrides"].fillna("") if "overrides" in df else []
-    found = {o.split("=", 1)[1] for line in lines for o in str(line).split() if o.startswith("model.readout=")}
+    found = {v for v in (override_value(line, "model.readout") for line in lines) if v is not None}
     if len(found) == 1:
         return found.pop()
     return "several" if found else str(OmegaConf.load(EXPERIMENT).model.readout)
