@@ -33,20 +33,25 @@ def test_aggregate_over_seeds_keeps_variants_apart(make_cfg, tmp_path):
     assert row["mean"] == pytest.approx(raw.value.mean()) and row["std"] == pytest.approx(raw.value.std())
 
 
-def test_seeds_run_with_other_threads_or_seed_batching_are_one_cell(make_cfg, tmp_path):
-    """threads and seeds_per_process say how a run was executed, not what it computes: a cell
-    whose seeds ran under different values of them (two sweeps at once, a rerun) is one cell."""
-    how = {0: ["threads=1"], 1: ["seeds_per_process=1"], 2: []}
-    for seed, extra in how.items():
-        lines = "".join(f"- {o}\n" for o in ["optim=sgd", f"seed={seed}", *extra])
-        run(make_cfg("optim=sgd", f"seed={seed}", *extra), tmp_path / "sweep" / f"s{seed}",
-            {".hydra/overrides.yaml": lines})
+def final_test_acc(make_cfg, tmp_path, overrides_by_seed):
+    """Run each seed with its overrides (also written as its .hydra/overrides.yaml), aggregate
+    the folder, and return the aggregate and its rows of the final test accuracy."""
+    for seed, ovr in overrides_by_seed.items():
+        lines = "".join(f"- {o}\n" for o in [*ovr, f"seed={seed}"])
+        run(make_cfg(*ovr, f"seed={seed}"), tmp_path / "sweep" / f"s{seed}", {".hydra/overrides.yaml": lines})
     out = tmp_path / "agg.csv"
     r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "sweep"), "-o", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     agg = pd.read_csv(out)
-    final = agg[(agg.split == "test") & (agg.metric == "acc") & (agg.step == agg.step.max())]
+    return agg, agg[(agg.split == "test") & (agg.metric == "acc") & (agg.step == agg.step.max())]
+
+
+def test_seeds_run_with_other_threads_or_seed_batching_are_one_cell(make_cfg, tmp_path):
+    """threads and seeds_per_process say how a run was executed, not what it computes: a cell
+    whose seeds ran under different values of them (two sweeps at once, a rerun) is one cell."""
+    agg, final = final_test_acc(make_cfg, tmp_path, {0: ["optim=sgd", "threads=1"],
+                                                     1: ["optim=sgd", "seeds_per_process=1"], 2: ["optim=sgd"]})
     assert len(final) == 1 and final.n_seeds.iloc[0] == 3 and final.seeds.iloc[0] == "0 1 2"
     assert final.overrides.iloc[0] == "optim=sgd"
 
@@ -56,16 +61,7 @@ def test_one_configuration_spelled_two_ways_is_one_cell(make_cfg, tmp_path):
     without it computes: one cell over both seeds, with both spellings in ``overrides``
     (it was two cells of one variant, which the figures then drew twice)."""
     lr = make_cfg("optim=sgd").optim.lr
-    spelled = {0: ["optim=sgd", f"optim.lr={lr}"], 1: ["optim=sgd"]}
-    for seed, ovr in spelled.items():
-        lines = "".join(f"- {o}\n" for o in [*ovr, f"seed={seed}"])
-        run(make_cfg(*ovr, f"seed={seed}"), tmp_path / "sweep" / f"s{seed}", {".hydra/overrides.yaml": lines})
-    out = tmp_path / "agg.csv"
-    r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "sweep"), "-o", str(out)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    agg = pd.read_csv(out)
-    final = agg[(agg.split == "test") & (agg.metric == "acc") & (agg.step == agg.step.max())]
+    agg, final = final_test_acc(make_cfg, tmp_path, {0: ["optim=sgd", f"optim.lr={lr}"], 1: ["optim=sgd"]})
     assert len(final) == 1 and final.n_seeds.iloc[0] == 2 and final.seeds.iloc[0] == "0 1"
     assert final.overrides.iloc[0] == f"optim.lr={lr} optim=sgd | optim=sgd"
     assert agg.groupby(["variant", "split", "metric", "step"]).size().max() == 1
