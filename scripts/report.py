@@ -217,7 +217,9 @@ def main(argv=None) -> None:
         if runs.exists():
             rows = list(csv.DictReader(runs.open()))
             total = sum(float(r["seconds"] or 0) for r in rows)
-            lines += [f"Sweep time summed over `{rel(runs)}`: {total / 60:.1f} min.", ""]
+            lines += [f"Sweep time summed over the {len(rows)} invocations in `{rel(runs)}`: {total / 60:.1f} min "
+                      "(reruns included, whether they started afresh or resumed; not the time of one pass of "
+                      "the protocol).", ""]
     verdicts = {"reproduced": 0, "differs": 0, "other": 0}
     for fig, spec in plan.items():
         results = source(spec)
