@@ -140,13 +140,6 @@ def hydra_files(cfg: DictConfig, hc: dict) -> dict:
             ".hydra/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hc["overrides"]["task"])))}
 
 
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def set_threads(cfg: DictConfig, hc) -> None:
     """torch threads for this job: ``threads``, else the share of the cores a parallel launcher gives it."""
     import torch
@@ -155,9 +148,7 @@ def set_threads(cfg: DictConfig, hc) -> None:
     if n is None and hc.mode == RunMode.MULTIRUN:
         target = str(hc.launcher.get("_target_", ""))
         if "joblib" in target:
-            n_jobs = int(hc.launcher.get("n_jobs") or 1)
-            n_jobs = cores() + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 = every core
-            n = max(1, cores() // max(n_jobs, 1))
+            n = max(1, sweep.cores() // sweep.parallel_jobs(hc.launcher))
         elif "submitit" in target and hc.launcher.get("cpus_per_task"):
             n = int(hc.launcher.cpus_per_task)
     if n:

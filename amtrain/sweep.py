@@ -57,6 +57,24 @@ class Plan:
     sweep_dir: Path
     jobs: List[Job]
     launcher: str = ""  # the composed hydra.launcher._target_ (wherever it was chosen)
+    workers: int = 1  # jobs the launcher runs at once on this machine (parallel_jobs)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parallel_jobs(launcher) -> int:
+    """How many jobs a launcher config runs at once on this machine: joblib's ``n_jobs``
+    (-1: every core, -2: all but one, as joblib counts), else 1 (the basic launcher runs
+    them one after another; a cluster launcher gives each job an allocation of its own)."""
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    return max(1, cores() + 1 + n_jobs if n_jobs < 0 else n_jobs)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -112,7 +130,7 @@ def plan(arguments: Sequence[str], compose: Callable[[List[str]], DictConfig]) -
             job.seed_group = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "seed")
             job.seeds_per_process = int(cfg.seeds_per_process)
         jobs.append(job)
-    return Plan(sweep_dir, jobs, str(primary.hydra.launcher.get("_target_", "")))
+    return Plan(sweep_dir, jobs, str(primary.hydra.launcher.get("_target_", "")), parallel_jobs(primary.hydra.launcher))
 
 
 # ----------------------------------------------------------------------------- seed groups
@@ -120,16 +138,24 @@ GROUPS = Path(".amtrain") / "groups"
 
 
 def seed_groups(the_plan: Plan) -> List[List[Job]]:
-    """The plan's jobs that train together: one configuration's seeds, up to
-    ``seeds_per_process`` at a time, in the sweep's order (groups of one are left out)."""
+    """The plan's jobs that train together: one configuration's seeds, in the sweep's order,
+    in groups of at most ``seeds_per_process`` (groups of one are left out: those seeds run alone).
+
+    A group is one process on one worker, so a configuration's seeds are also split into
+    enough groups for every worker of a parallel launcher to have one: with two workers,
+    one configuration's five seeds train as 3 + 2, not 5 on one core beside an idle one.
+    Groups of a configuration differ in size by one at most."""
     by_key: dict = {}
     for job in the_plan.jobs:
         if job.seed_group is not None:
             by_key.setdefault(job.seed_group, []).append(job)
     groups = []
     for jobs in by_key.values():
-        n = jobs[0].seeds_per_process
-        groups += [jobs[i:i + n] for i in range(0, len(jobs), n) if len(jobs[i:i + n]) > 1]
+        k = len(jobs)
+        parts = max(-(-k // jobs[0].seeds_per_process), -(-the_plan.workers // len(by_key)))
+        sizes = [k // parts + (i < k % parts) for i in range(min(parts, k))]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        groups += [jobs[a:a + n] for a, n in zip(starts, sizes) if n > 1]
     return groups
 
 

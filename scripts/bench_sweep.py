@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from amtrain.cli import command, cores
+from amtrain.cli import command
+from amtrain.sweep import cores
 from amtrain.rundir import parse_done
 
 

@@ -515,7 +515,7 @@ def test_aggregate_lists_the_jobs_of_a_killed_sweep_that_never_started(tmp_path)
 
 
 def test_parallel_jobs_share_the_cores_instead_of_oversubscribing(tmp_path):
-    from amtrain.cli import cores
+    from amtrain.sweep import cores
 
     r = amtrain("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SWEEP, "optim=sgd", "seed=0,1",
                 "name=par", cwd=tmp_path)

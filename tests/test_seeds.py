@@ -10,6 +10,8 @@ and the comparison would test rounding, not the method.
 Run level: each seed's metrics.csv equals its single run's; a seed that diverges is
 recorded while the others finish; resume and a busy folder; sweeps group their seeds.
 """
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -322,3 +324,35 @@ def test_a_group_member_that_comes_after_its_group_ran_leaves_its_reports(tmp_pa
     for s in SEEDS:
         rep = json.loads(sweep._report_path(sweep_dir, "t1", sweep_dir / f"seed={s}").read_text())
         assert rep["status"] == "finished", rep
+
+
+@pytest.mark.parametrize("configs, seeds, per_process, workers, sizes", [
+    (1, 5, 10, 1, [5]),  # the basic launcher: one group
+    (1, 5, 10, 2, [3, 2]),  # two workers: a group each, not 5 on one core beside an idle one
+    (2, 5, 10, 2, [5, 5]),  # a configuration per worker already
+    (3, 5, 10, 4, [3, 2] * 3),
+    (1, 5, 2, 1, [2, 2]),  # seeds_per_process caps a group; the fifth seed runs alone
+    (1, 5, 10, 16, []),  # more workers than seeds: each seed alone
+])
+def test_seed_groups_fill_the_workers_and_respect_the_cap(configs, seeds, per_process, workers, sizes):
+    from amtrain.sweep import Job, Plan, seed_groups
+
+    jobs = [Job([f"optim={c}", f"seed={s}"], Path(f"/sw/c{c}_s{s}"), s, (f"optim={c}",), per_process)
+            for c in range(configs) for s in range(seeds)]
+    groups = seed_groups(Plan(Path("/sw"), jobs, "", workers))
+    assert [len(g) for g in groups] == sizes
+    for g in groups:  # one configuration's seeds, consecutive, in the sweep's order
+        assert len({j.seed_group for j in g}) == 1 and [j.seed for j in g] == list(range(g[0].seed, g[-1].seed + 1))
+    pairs = [(j.seed_group, j.seed) for g in groups for j in g]
+    assert len(pairs) == len(set(pairs))  # no seed in two groups
+
+
+def test_a_joblib_sweep_of_one_configuration_splits_its_seeds_between_the_workers(tmp_path):
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SWEEP, *RUN, "optim=sgd", "seed=0,1,2,3",
+            f"hydra.sweep.dir={tmp_path / 'sw'}"]
+    r = amtrain(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "4 jobs: 4 finished" in r.stdout
+    logs = {j.name[-1]: (j / "train.log").read_text() for j in job_dirs(tmp_path / "sw")}
+    assert all("on a seed axis with seeds [0, 1]" in logs[s] for s in "01")
+    assert all("on a seed axis with seeds [2, 3]" in logs[s] for s in "23")
