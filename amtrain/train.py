@@ -89,12 +89,12 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-@torch.no_grad()
 def per_copy(value) -> List[float]:
     """A number or tensor summed over a batch as one float per copy of a seed axis (one without)."""
     return torch.as_tensor(value).reshape(-1).tolist()
 
 
+@torch.no_grad()
 def evaluate(net, data, split: str, batch_size: int) -> List[Dict[str, float]]:
     """{acc, loss} on ``split``: one dict, or one per copy of a seed-axis net (a list of S)."""
     was_training = net.training

@@ -126,3 +126,35 @@ def test_the_train_clock_counts_steps_on_the_cpu_and_spans_between_readings_on_c
     time.sleep(0.05)  # an evaluation: not counted
     gpu.resume()
     assert gpu.pause() < 0.2 and len(syncs) == 2
+
+
+def test_evaluation_builds_no_autograd_graph():
+    """evaluate() runs the net under no_grad (a graph over the whole test set would cost
+    memory and time, and nothing reads it), and leaves the net's train/eval mode as it was."""
+    import torch
+
+    from amtrain.train import evaluate
+
+    class Data:
+        def eval_batches(self, split, batch_size):
+            g = torch.Generator().manual_seed(0)
+            for _ in range(3):
+                yield torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
+
+    class Net(torch.nn.Linear):
+        grad_seen = []
+
+        def forward(self, x):
+            self.grad_seen.append(torch.is_grad_enabled())
+            return super().forward(x)
+
+        def loss(self, out, y, reduction="mean"):
+            return torch.nn.functional.cross_entropy(out, y, reduction=reduction)
+
+        def predict(self, out):
+            return out.argmax(-1)
+
+    net = Net(4, 3).train()
+    (m,) = evaluate(net, Data(), "test", 8)
+    assert net.grad_seen == [False] * 3 and net.training
+    assert 0.0 <= m["acc"] <= 1.0 and m["loss"] > 0
