@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from amtrain.cli import command
-from amtrain.sweep import cores
 from amtrain.rundir import parse_done
+from amtrain.sweep import cores
 
 
 def sweep(root: Path, name: str, optim: str, train: int, launcher: list, threads) -> tuple:
