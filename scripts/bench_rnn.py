@@ -10,8 +10,9 @@ the read-out's and the successor's gradients apart, logits as rows), the fast pa
 fused gradient per code step, logits as (outputs, samples)), and the Jacobi variant
 (``optim.codes.order=jacobi``: every step at once), and the fast pass compiled
 (``optim.compile=true``). Median ms per step over ``--steps`` after one warm-up; the ratios
-are to SGD's step. The warm-up's excess over the median is each way's one-off cost, for the
-compiled way its compile time: printed below the table.
+are to SGD's step. ``--code-iters K`` sets AM-Adam's code iterations (optim.codes.iters;
+default: the config's, 5 before a tuned file). The warm-up's excess over the median is each
+way's one-off cost, for the compiled way its compile time: printed below the table.
 """
 from __future__ import annotations
 
@@ -38,9 +39,11 @@ def main(argv=None) -> None:
     p.add_argument("--readouts", default="last,sequence,mean")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-compile", action="store_true", help="leave out the compiled way (its compile: ~30 s with a cold cache)")
+    p.add_argument("--code-iters", type=int, default=None, help="AM-Adam's code iterations K (optim.codes.iters)")
+    p.add_argument("--no-compile", action="store_true", help="leave out the compiled ways (a compile: ~30 s with a cold cache)")
     a = p.parse_args(argv)
     WAYS = {w: o for w, o in ALL_WAYS.items() if not (a.no_compile and "optim.compile=true" in o)}
+    am_extra = [] if a.code_iters is None else [f"optim.codes.iters={a.code_iters}"]
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -49,7 +52,8 @@ def main(argv=None) -> None:
     y = torch.randint(0, 10, (a.batch,), generator=g).to(device)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)  # noqa: E731
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.device}, T = 784, d = {a.hidden}, "
-          f"batch {a.batch}; median ms per step of {a.steps} after one warm-up, interleaved")
+          f"batch {a.batch}, AM-Adam K = {'default' if a.code_iters is None else a.code_iters}; median ms per step of {a.steps} after one "
+          "warm-up, interleaved")
     print("| read-out | " + " | ".join(WAYS) + " | " + " | ".join(f"{w} / sgd" for w in list(WAYS)[1:]) + " |")
     print("|---|" + "---|" * (2 * len(WAYS) - 1))
     warmups = []
@@ -57,7 +61,7 @@ def main(argv=None) -> None:
         trainers = {}
         for way, overrides in WAYS.items():
             cfg = compose(["model=rnn", f"model.hidden={a.hidden}", f"model.readout={readout}", "dataset=mnist",
-                           *overrides])
+                           *overrides, *(am_extra if "optim=am_adam" in overrides else [])])
             torch.manual_seed(0)
             net = build_model(cfg.model, (1, 28, 28), 10).to(device)
             trainers[way] = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)

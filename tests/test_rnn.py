@@ -288,6 +288,23 @@ def test_a_fast_step_equals_a_reference_step(readout, mode):
         torch.testing.assert_close(p, q)
 
 
+def test_a_fast_step_with_several_weight_steps_equals_the_reference():
+    """optim.weight_iters=2: the fast step reuses the encoding's drives W_x x + b for the first weight
+    step only (the second sees W_x moved), so it still equals the reference, which recomputes them."""
+    results = []
+    for fast in ("true", "false"):
+        torch.manual_seed(0)
+        net = ElmanRNN(1, 6, 3, readout="sequence", n_steps=12).double()
+        cfg = compose(["model=rnn", "optim=am_adam", "dataset=synthetic", "optim.weight_iters=2", f"optim.fast={fast}"])
+        am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(2):
+            am.step(torch.randn(32, 12, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g))
+        results.append([p.detach().clone() for p in net.parameters()])
+    for p, q in zip(*results):
+        torch.testing.assert_close(p, q)
+
+
 @pytest.mark.parametrize("mode", ["paper", "release"])
 @pytest.mark.parametrize("n_inputs", [1, 3])
 def test_the_closed_form_constraint_gradients_equal_autograd(mode, n_inputs):
