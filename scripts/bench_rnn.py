@@ -11,8 +11,9 @@ fused gradient per code step, logits as (outputs, samples)), and the Jacobi vari
 (``optim.codes.order=jacobi``: every step at once), and the fast pass compiled
 (``optim.compile=true``). Median ms per step over ``--steps`` after one warm-up; the ratios
 are to SGD's step. ``--code-iters K`` sets AM-Adam's code iterations (optim.codes.iters;
-default: the config's, 5 before a tuned file). The warm-up's excess over the median is each
-way's one-off cost, for the compiled way its compile time: printed below the table.
+default: the config's, which conf/tuned/am_adam_rnn_release.yaml sets to 1; the release's
+is 5). The warm-up's excess over the median is each way's one-off cost, for the compiled
+way its compile time: printed below the table.
 """
 from __future__ import annotations
 
@@ -51,9 +52,9 @@ def main(argv=None) -> None:
     x = torch.randn(a.batch, 1, 28, 28, generator=g).to(device)
     y = torch.randint(0, 10, (a.batch,), generator=g).to(device)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)  # noqa: E731
+    K = compose(["model=rnn", "optim=am_adam", "dataset=mnist", *am_extra]).optim.codes.iters  # the tuned file's, or --code-iters
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.device}, T = 784, d = {a.hidden}, "
-          f"batch {a.batch}, AM-Adam K = {'default' if a.code_iters is None else a.code_iters}; median ms per step of {a.steps} after one "
-          "warm-up, interleaved")
+          f"batch {a.batch}, AM-Adam K = {K}; median ms per step of {a.steps} after one warm-up, interleaved")
     print("| read-out | " + " | ".join(WAYS) + " | " + " | ".join(f"{w} / sgd" for w in list(WAYS)[1:]) + " |")
     print("|---|" + "---|" * (2 * len(WAYS) - 1))
     warmups = []
