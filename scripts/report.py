@@ -61,6 +61,8 @@ def check(results: Path, c: dict) -> dict:
         out["paper"] = f"{c['paper']:.2f}"
     elif c["kind"] == "order":
         out["paper"] = f"{LABELS[c['higher']]} > " + ", ".join(LABELS[m] for m in c["than"])
+    elif c["kind"] == "level":
+        out["paper"] = f"{LABELS[c['optim']]} = {LABELS[c['as']]} (within {c['tol']})"
     elif c["kind"] == "reach":
         out["paper"] = f"< {c['paper_steps']:,} iterations"
     df = _test_acc(results, c["sweep"])
@@ -84,6 +86,13 @@ def check(results: Path, c: dict) -> dict:
                 f"{LABELS[m]} {d.loc[m, 'mean']:.4f}" for m in methods)
             lost = [m for m in c["than"] if d.loc[c["higher"], "mean"] <= d.loc[m, "mean"]]
             out["verdict"] = "reproduced" if not lost else "differs (not above " + ", ".join(LABELS[m] for m in lost) + ")"
+    elif c["kind"] == "level":
+        d = _at(df, c["at"]).set_index("optim")
+        if c["optim"] in d.index and c["as"] in d.index:
+            a, b = d.loc[c["optim"]], d.loc[c["as"]]
+            out["ours"] = f"{c['model']}, {_where(c['at'])}: {LABELS[c['optim']]} {_fmt(a)}; {LABELS[c['as']]} {_fmt(b)}"
+            gap = a["mean"] - b["mean"]
+            out["verdict"] = "reproduced" if abs(gap) <= c["tol"] else f"differs ({gap:+.3f}; tolerance {c['tol']})"
     elif c["kind"] == "reach":
         runs = df[df.optim == c["optim"]]
         reached = runs[runs["mean"] >= c["threshold"]]

@@ -166,3 +166,33 @@ def test_the_report_takes_each_figure_from_the_full_protocol_where_it_ran(smoke,
     assert "Protocol: full (`full/`)" in sections["fig8_binary"]
     assert "Protocol: quick (`quick/`)" in sections["fig1_mnist_first_epoch"]
     assert "| mlp_2x100 | AM-Adam |" in sections["fig1_mnist_first_epoch"]  # the fallback's numbers
+
+
+def test_report_checks_give_their_verdicts_from_the_csv(tmp_path):
+    """value, order and level checks of paper_claims.yaml on a crafted CSV: the numbers they
+    quote and the verdicts they reach either side of their tolerance."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report", REPO / "scripts" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    rows = []
+    for optim, (acc1, acc10) in {"am_adam": (0.83, 0.944), "sgd": (0.74, 0.912), "adam": (0.86, 0.948)}.items():
+        for epoch, acc in ((1, acc1), (10, acc10)):
+            rows.append(dict(figure="fig6_rnn", dataset="mnist", model="rnn", optim=optim, mode="release", variant=optim,
+                             split="test", metric="acc", step=20 * epoch, epoch=epoch, samples_seen=20000 * epoch,
+                             settings="", overrides="", mean=acc, std=0.01, n_seeds=5, seeds="0 1 2 3 4"))
+    pd.DataFrame(rows).to_csv(tmp_path / "fig6_rnn.csv", index=False)
+    at10 = {"sweep": "fig6_rnn", "model": "rnn", "at": {"epoch": 10}}
+    level = report.check(tmp_path, {"kind": "level", **at10, "optim": "am_adam", "as": "sgd", "tol": 0.01})
+    assert level["verdict"] == "differs (+0.032; tolerance 0.01)"
+    assert "AM-Adam 0.944 ± 0.010 (n=5); SGD 0.912 ± 0.010 (n=5)" in level["ours"]
+    assert report.check(tmp_path, {"kind": "level", **at10, "optim": "am_adam", "as": "adam", "tol": 0.01})[
+        "verdict"] == "reproduced"
+    order = report.check(tmp_path, {"kind": "order", **at10, "higher": "am_adam", "than": ["sgd", "adam"]})
+    assert order["verdict"] == "differs (not above Adam)"
+    value = report.check(tmp_path, {"kind": "value", "sweep": "fig6_rnn", "model": "rnn", "at": {"epoch": 1},
+                                    "optim": "sgd", "paper": 0.75, "tol": 0.02})
+    assert value["verdict"] == "reproduced" and value["paper"] == "0.75"
+    assert report.check(tmp_path, {"kind": "level", "sweep": "fig5_higgs", "model": "rnn", "at": "last",
+                                   "optim": "am_adam", "as": "sgd", "tol": 0.01})["verdict"] == "not run"
