@@ -21,7 +21,9 @@ def load(path) -> Optional[pd.DataFrame]:
     path = Path(path)
     if not path.exists():
         return None
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    # text columns stay text when every cell is empty (an all-NaN column would be float64)
+    text = {c: str for c in ("settings", "overrides", "seeds")}
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
     df["settings"] = df["settings"].fillna("") if "settings" in df else ""
     return df
 
