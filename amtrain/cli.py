@@ -95,7 +95,15 @@ def explain(err: Exception) -> str:
     first_line = text.splitlines()[0] if text else type(err).__name__
     for e in (err, err.__cause__):  # OmegaConf's validation errors carry the key and a message
         if e is not None and getattr(e, "full_key", None):
-            return f"bad value for '{e.full_key}': {str(getattr(e, 'msg', None) or e).splitlines()[0]}"
+            msg = str(getattr(e, "msg", None) or e).splitlines()[0]
+            listed = re.match(r"Value '\[(.*)\]' of type 'list'", msg)
+            if listed:  # key=[a,b]: a run takes one value; a sweep runs each
+                values = ",".join(v.strip() for v in listed.group(1).split(","))
+                together = " (its seeds train together, on a seed axis where the method allows)" \
+                    if e.full_key == "seed" else ""
+                return (f"'{e.full_key}' takes one value, not a list: to run each of [{values}], make it a sweep: "
+                        f"amtrain -m {e.full_key}={values}{together}")
+            return f"bad value for '{e.full_key}': {msg}"
     return first_line
 
 

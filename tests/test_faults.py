@@ -127,6 +127,10 @@ BAD = [  # (overrides, words the line must hold)
     (["optim=foo"], "unknown optim 'foo'; choose one of:"),
     (["optim.codes.lr=0"], "optim.codes.lr=0 is out of range: it must be > 0"),
     (["optim=sgd,adam"], "is a sweep (a list of values): add -m"),
+    (["seed=[0,1,2]"], "'seed' takes one value, not a list: to run each of [0,1,2], make it a sweep: "
+                       "amtrain -m seed=0,1,2 (its seeds train together"),
+    (["optim.lr=[0.1,0.2]"], "'optim.lr' takes one value, not a list: to run each of [0.1,0.2], make it a sweep: "
+                             "amtrain -m optim.lr=0.1,0.2"),
     # methods and models that cannot go together
     (["optim=bcd", "model.batchnorm=true"], "optim=bcd has no BatchNorm layers"),
     (["optim=mdlam", "model=lenet5"], "optim=mdlam cannot train model=lenet5"),
