@@ -11,6 +11,10 @@ ADMM): median seconds per epoch (= one iteration) over ``--offline-rows`` sample
 Data is generated in each model's shapes, so the benchmark runs anywhere. Peak memory:
 CUDA peak allocated per method; on CPU the process's peak RSS is printed once.
 
+``--sync`` prints only the clock table: the same steps with a host sync after each (how
+the training loop timed steps before) and without (how it runs on CUDA now); on the CPU
+the two are the same by construction.
+
 ``--seeds`` prints only the seed-axis table (amtrain.seeds): S = 1, 2, 5, 10 copies of a
 model trained in one step on stacked weights, against S separate single-seed steps. It
 reports ms per seed-step (the stacked step / S) and the speed-up (single-seed step / that),
@@ -256,6 +260,67 @@ def main_seeds(args):
     print(f"\nprocess peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
+def bench_sync(model, mode, device, steps, rounds, batch_size, counts, methods=("sgd", "adam", "am_adam")):
+    """{(method, S): (ms per step with a host sync after every step, ms per step without)}.
+
+    The second is how the training loop runs on CUDA (``amtrain.train.TrainClock``): steps
+    are queued and the host waits for the device only at evaluation points, here at the end
+    of each window of ``steps`` steps. The first is how it timed every step before. The two
+    windows alternate for ``rounds`` rounds (after one warm-up window each); medians."""
+    in_shape, n_classes = SEED_MODELS[model]
+    g = torch.Generator().manual_seed(0)
+    S_max = max(counts)
+    x = torch.randn((S_max, batch_size) + in_shape, generator=g).to(device)
+    y = torch.randint(0, n_classes, (S_max, batch_size), generator=g).to(device)
+    out = {}
+    for m in methods:
+        cfg = compose([f"optim={m}", f"model={model}", f"mode={mode}", "dataset=synthetic", "device=cpu"])
+        nets = []
+        for s in range(S_max):
+            torch.manual_seed(s)
+            nets.append(build_model(cfg.model, in_shape, n_classes).to(device))
+        for S in counts:
+            net = nets[0] if S == 1 else stack(nets[:S], in_shape).to(device)
+            tr = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+            xb, yb = (x[0], y[0]) if S == 1 else (x[:S], y[:S])
+
+            def window(each: bool) -> float:
+                sync(device)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    tr.step(xb, yb)
+                    if each:
+                        sync(device)
+                sync(device)
+                return (time.perf_counter() - t0) / steps * 1000
+
+            times = {True: [], False: []}
+            for r in range(rounds + 1):
+                for each in (True, False):
+                    t = window(each)
+                    if r:
+                        times[each].append(t)
+            out[(m, S)] = (statistics.median(times[True]), statistics.median(times[False]))
+    return out
+
+
+def main_sync(args):
+    counts = [int(c) for c in args.seed_counts]
+    print(f"torch {torch.__version__}, mode={args.mode}, batch {args.batch_size} per seed, windows of "
+          f"{args.steps} steps, median of {args.rounds} rounds, the two ways alternated")
+    print("ms per step: with a host sync after every step (the old clock) and without (the training loop's "
+          "clock on CUDA: a sync at evaluation points only)\n")
+    print("| device | model | method | seeds | sync every step | no sync | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for dev in args.devices:
+        for model in args.models:
+            if model not in SEED_MODELS or model == "lenet5":
+                continue
+            res = bench_sync(model, args.mode, torch.device(dev), args.steps, args.rounds, args.batch_size, counts)
+            for (m, S), (each, none) in res.items():
+                print(f"| {dev} | {model} | {m} | {S} | {each:.3f} | {none:.3f} | {each / none:.2f} |", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(SHAPES))
@@ -272,9 +337,19 @@ def main():
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--seeds", action="store_true", help="only the seed-axis table (S stacked copies per step)")
     p.add_argument("--seed-counts", nargs="+", default=[1, 2, 5, 10], help="the S of the --seeds table")
+    p.add_argument("--sync", action="store_true",
+                   help="only the clock table: steps with a host sync after each against none (CUDA's training "
+                        "loop); --seed-counts default to 1 5 here")
+    p.add_argument("--rounds", type=int, default=5, help="--sync: windows of --steps steps per way")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.sync:
+        if args.models == list(SHAPES):
+            args.models = ["mlp_2x100", "mlp_2x500"]
+        if args.seed_counts == [1, 2, 5, 10]:
+            args.seed_counts = [1, 5]
+        return main_sync(args)
     if args.seeds:
         if args.models == list(SHAPES):
             args.models = list(SEED_MODELS)

@@ -22,6 +22,25 @@ def test_bench_prints_every_table():
     assert re.search(rf"\| cpu \| mlp_2x100 \|( {number} \|){{4}}", offline) and "higgs_mlp" not in offline, out
 
 
+def test_bench_seeds_prints_the_seed_axis_table():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--seeds", "--models", "mlp_2x100", "--steps", "1",
+         "--warmup", "1", "--seed-counts", "1", "3"], capture_output=True, text=True, timeout=300, check=True).stdout
+    number = r"\d+\.\d+"
+    for m in ("adam", "sgd", "am_adam", "am_mem"):  # single ms, then ms per seed-step and speed-up for S = 1, 3
+        assert re.search(rf"\| cpu \| mlp_2x100 \| {m} \|( {number} \|){{5}}", out), out
+
+
+def test_bench_sync_prints_both_clocks_per_method_and_seed_count():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--sync", "--models", "mlp_2x100", "--steps", "1",
+         "--rounds", "1"], capture_output=True, text=True, timeout=300, check=True).stdout
+    number = r"\d+\.\d+"
+    for m in ("sgd", "adam", "am_adam"):
+        for S in (1, 5):
+            assert re.search(rf"\| cpu \| mlp_2x100 \| {m} \| {S} \|( {number} \|){{3}}", out), out
+
+
 def test_bench_family_prints_seconds_and_memory_of_each_method():
     out = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bench_family.py"), "--n", "300", "--reps", "1",

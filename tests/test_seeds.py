@@ -10,6 +10,7 @@ and the comparison would test rounding, not the method.
 Run level: each seed's metrics.csv equals its single run's; a seed that diverges is
 recorded while the others finish; resume and a busy folder; sweeps group their seeds.
 """
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +46,8 @@ EXTRA = [("sgd", "mlp_2x100", "release", True, ["optim.grad_clip=0.05", "optim.m
          ("am_mem", "mlp_2x100", "paper", False, ["optim.solver=exact"])]
 SEEDS = (0, 1, 2)
 STEPS = {"lenet5": 60}  # steps per case (200 unless named: float64 convolutions are slow)
+# The trainer-level tests on another device (scripts/device_check.sh: AMTRAIN_TEST_DEVICE=cuda)
+DEVICE = torch.device(os.environ.get("AMTRAIN_TEST_DEVICE", "cpu"))
 
 
 def cfg_for(optim, model, mode, bn, extra=(), seed=0):
@@ -54,7 +57,7 @@ def cfg_for(optim, model, mode, bn, extra=(), seed=0):
 
 def build(cfg, data):
     seed_everything(cfg.seed)
-    return build_model(cfg.model, data.in_shape, data.n_classes).double()
+    return build_model(cfg.model, data.in_shape, data.n_classes).double().to(DEVICE)
 
 
 def data_for(cfg):
@@ -62,6 +65,8 @@ def data_for(cfg):
     data.x_train, data.x_test = data.x_train.double(), data.x_test.double()
     if cfg.model.arch == "lenet5":  # images
         data.x_train, data.x_test = data.x_train.view(-1, 1, 16, 16), data.x_test.view(-1, 1, 16, 16)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        setattr(data, name, getattr(data, name).to(DEVICE))
     return data
 
 
