@@ -213,27 +213,43 @@ def am_mem_products(model, mode, device, steps, warmup, batch_size):
                         "products": lambda i: products()}, steps, warmup, device)
 
 
+def seed_batches(model, device, S, batch_size, n):
+    """n batches of S seeds' samples each, x (S, batch, ...) and y (S, batch), generated."""
+    in_shape, n_classes = SEED_MODELS[model]
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn((S, batch_size) + in_shape, generator=g).to(device) for _ in range(n)]
+    ys = [torch.randint(0, n_classes, (S, batch_size), generator=g).to(device) for _ in range(n)]
+    return xs, ys
+
+
+def seed_trainers(m, model, mode, device, counts):
+    """{S: trainer} for method m: S = 0 a single-seed trainer on seed 0's net, else S stacked copies
+    of seeds 0..S-1 (each net built after its own manual_seed). Raises ConfigError where m cannot
+    train the model (AM-mem: Linear layers without BatchNorm only)."""
+    in_shape, n_classes = SEED_MODELS[model]
+    cfg = compose([f"optim={m}", f"model={model}", f"mode={mode}", "dataset=synthetic", "device=cpu"])
+    nets = []
+    for s in range(max(counts, default=1)):
+        torch.manual_seed(s)
+        nets.append(build_model(cfg.model, in_shape, n_classes).to(device))
+    out = {0: build_trainer(cfg.optim, cfg.mu, cfg.mode, nets[0])}
+    for S in counts:
+        out[S] = build_trainer(cfg.optim, cfg.mu, cfg.mode, stack(nets[:S], in_shape).to(device))
+    return out
+
+
 def bench_seeds(model, mode, device, steps, warmup, batch_size, counts, methods=ONLINE):
     """{method: {S: ms per stacked step}} with S = 0 for the single-seed step, all interleaved."""
-    in_shape, n_classes = SEED_MODELS[model]
-    fns, S_max = {}, max(counts)
-    g = torch.Generator().manual_seed(0)
-    xs = [torch.randn((S_max, batch_size) + in_shape, generator=g).to(device) for _ in range(4)]
-    ys = [torch.randint(0, n_classes, (S_max, batch_size), generator=g).to(device) for _ in range(4)]
+    fns = {}
+    xs, ys = seed_batches(model, device, max(counts), batch_size, 4)
     for m in methods:
-        cfg = compose([f"optim={m}", f"model={model}", f"mode={mode}", "dataset=synthetic", "device=cpu"])
         try:
-            nets = []
-            for s in range(S_max):
-                torch.manual_seed(s)
-                nets.append(build_model(cfg.model, in_shape, n_classes).to(device))
-            single = build_trainer(cfg.optim, cfg.mu, cfg.mode, nets[0])
+            trainers = seed_trainers(m, model, mode, device, counts)
         except ConfigError:
-            continue  # AM-mem: Linear layers without BatchNorm only
-        fns[(m, 0)] = lambda i, tr=single: tr.step(xs[i % 4][0], ys[i % 4][0])
+            continue
+        fns[(m, 0)] = lambda i, tr=trainers[0]: tr.step(xs[i % 4][0], ys[i % 4][0])
         for S in counts:
-            tr = build_trainer(cfg.optim, cfg.mu, cfg.mode, stack(nets[:S], in_shape).to(device))
-            fns[(m, S)] = lambda i, tr=tr, S=S: tr.step(xs[i % 4][:S], ys[i % 4][:S])
+            fns[(m, S)] = lambda i, tr=trainers[S], S=S: tr.step(xs[i % 4][:S], ys[i % 4][:S])
     median = interleaved(fns, steps, warmup, device)
     out = {}
     for (m, S), ms in median.items():
@@ -267,21 +283,12 @@ def bench_sync(model, mode, device, steps, rounds, batch_size, counts, methods=(
     are queued and the host waits for the device only at evaluation points, here at the end
     of each window of ``steps`` steps. The first is how it timed every step before. The two
     windows alternate for ``rounds`` rounds (after one warm-up window each); medians."""
-    in_shape, n_classes = SEED_MODELS[model]
-    g = torch.Generator().manual_seed(0)
-    S_max = max(counts)
-    x = torch.randn((S_max, batch_size) + in_shape, generator=g).to(device)
-    y = torch.randint(0, n_classes, (S_max, batch_size), generator=g).to(device)
+    (x,), (y,) = seed_batches(model, device, max(counts), batch_size, 1)
     out = {}
     for m in methods:
-        cfg = compose([f"optim={m}", f"model={model}", f"mode={mode}", "dataset=synthetic", "device=cpu"])
-        nets = []
-        for s in range(S_max):
-            torch.manual_seed(s)
-            nets.append(build_model(cfg.model, in_shape, n_classes).to(device))
+        trainers = seed_trainers(m, model, mode, device, [S for S in counts if S > 1])
         for S in counts:
-            net = nets[0] if S == 1 else stack(nets[:S], in_shape).to(device)
-            tr = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+            tr = trainers[0 if S == 1 else S]  # S = 1: a plain single-seed step, as a run without a seed axis
             xb, yb = (x[0], y[0]) if S == 1 else (x[:S], y[:S])
 
             def window(each: bool) -> float:
