@@ -113,11 +113,8 @@ _last = {"error": None, "result": None}
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def hydra_main(cfg: DictConfig) -> Optional[float]:
-    from amtrain.train import run
-
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    set_threads(cfg, hc)
     hc_node = OmegaConf.to_container(hc)
     extra = hydra_files(cfg, hc_node)  # Hydra's .hydra/ files, written by run() once it holds the folder
     if hc.mode == RunMode.MULTIRUN:
@@ -129,15 +126,23 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
             node["job"]["override_dirname"] = member_dir.name
             return hydra_files(member_cfg, node)
 
-        sweep.run_job(run, cfg, out_dir, Path(hc.sweep.dir).absolute(), extra, files_for)
+        sweep.run_job(_train, cfg, out_dir, Path(hc.sweep.dir).absolute(), extra, files_for,
+                      setup=lambda: set_threads(cfg, hc))  # imports torch: a stop there is reported too
         return None
+    set_threads(cfg, hc)
     try:
-        result = run(cfg, out_dir, extra)
+        result = _train(cfg, out_dir, extra)
     except AmtrainError as e:
         _last["error"] = e
         return None
     _last["result"] = result
     return result.get("test/acc")
+
+
+def _train(cfg: DictConfig, out_dir: Path, extra: Optional[dict] = None):
+    from amtrain.train import run  # torch: imported by the job that trains, not by the command
+
+    return run(cfg, out_dir, extra)
 
 
 def hydra_files(cfg: DictConfig, hc: dict) -> dict:

@@ -32,13 +32,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from amtrain.config import Mode, validate
 from amtrain.data import build_data
-from amtrain.errors import ConfigError, FolderBusy
+from amtrain.errors import ConfigError, FolderBusy, failure_line
 from amtrain.metrics import MetricsWriter
 from amtrain.models import build_model
 from amtrain.models.stacked import stack
 from amtrain.optim import build_trainer, trainer_class
 from amtrain.rundir import RunDir
-from amtrain.train import (AllFailed, RunResult, Seat, _attach_log, _run_locked, _summary, _train, resolve_device,
+from amtrain.train import (AllFailed, RunResult, Seat, _attach_log, _run_locked, _train, resolve_device,
                            reusable, seed_everything)
 
 log = logging.getLogger("amtrain")
@@ -135,8 +135,8 @@ def _run_batched(cfgs: List[DictConfig], rds: List[RunDir], index: List[int], ou
     def failer(k: int):
         def fail(err: BaseException) -> None:
             seats[k].writer.abort()
-            rds[k].fail(_summary(err, where), str(err) + "\n")
-            log.error("failed: %s", _summary(err, where), extra={"run_dir": str(rds[k].path)})
+            rds[k].fail(failure_line(err, where), str(err) + "\n")
+            log.error("failed: %s", failure_line(err, where), extra={"run_dir": str(rds[k].path)})
             outcomes[index[k]] = err
         return fail
 
@@ -171,7 +171,7 @@ def _run_batched(cfgs: List[DictConfig], rds: List[RunDir], index: List[int], ou
     except AllFailed:
         pass
     except BaseException as e:
-        summary, details = _summary(e, where), traceback.format_exc()
+        summary, details = failure_line(e, where), traceback.format_exc()
         for k, rd in enumerate(rds):
             if k < len(seats) and not seats[k].active:
                 continue

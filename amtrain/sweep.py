@@ -33,7 +33,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from amtrain.errors import AmtrainError, DivergenceError, FolderBusy, Interrupted
+from amtrain.errors import AmtrainError, DivergenceError, FolderBusy, Interrupted, failure_line
 
 TOKEN_ENV = "AMTRAIN_SWEEP_TOKEN"
 REPORTS = Path(".amtrain") / "reports"
@@ -237,8 +237,19 @@ def _claimed(sweep_dir: Path, job_dir: Path, wait_s: float = 2.0) -> bool:
     return False
 
 
-def _report_outcome(sweep_dir: Path, job_dir: Path, outcome) -> None:
-    """The report of one job from its outcome: a RunResult, or the exception that ended it."""
+def _stamp(path: Path) -> Optional[Tuple[int, int]]:
+    """Which file ``path`` is (inode, mtime): None while there is none."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _report_outcome(sweep_dir: Path, job_dir: Path, outcome, failed_before: Optional[Tuple[int, int]]) -> None:
+    """The report of one job from its outcome: a RunResult, or the exception that ended it.
+    ``failed_before``: the folder's FAILED (:func:`_stamp`) when the job started: that file, if
+    it is still there, is an earlier attempt's and says nothing about this one."""
     import logging
 
     log = logging.getLogger("amtrain")
@@ -254,18 +265,24 @@ def _report_outcome(sweep_dir: Path, job_dir: Path, outcome) -> None:
     elif isinstance(outcome, (KeyboardInterrupt, Interrupted)):
         report(sweep_dir, job_dir, "interrupted", getattr(outcome, "how", "Ctrl-C"))
     elif isinstance(outcome, BaseException):  # a bug, or the launcher stopping the job
-        reason = _first_line(Path(job_dir) / "FAILED") or f"{type(outcome).__name__}: {outcome}"
+        failed = Path(job_dir) / "FAILED"
+        # the run wrote where it stopped into FAILED; before its run began (SLURM's warning signal
+        # while the job still imported torch), there is no FAILED of this attempt to point to
+        first = _first_line(failed) if _stamp(failed) not in (None, failed_before) else None
+        reason = f"{first} (traceback in {failed})" if first else failure_line(outcome)
         log.info("job %s failed: %s", job_dir, reason)
-        report(sweep_dir, job_dir, "failed", f"{reason} (traceback in {Path(job_dir) / 'FAILED'})")
+        report(sweep_dir, job_dir, "failed", reason)
     else:
         report(sweep_dir, job_dir, "finished" if outcome.status == "finished" else "skipped",
                "" if outcome.status == "finished" else "finished already (DONE); resume=false reruns it")
 
 
 def run_job(run: Callable, cfg: DictConfig, out_dir: Path, sweep_dir: Path, extra_files,
-            files_for: Optional[Callable] = None) -> None:
+            files_for: Optional[Callable] = None, setup: Optional[Callable[[], None]] = None) -> None:
     """One job of a sweep: run it, report how it ended, and let the sweep go on (except on Ctrl-C).
 
+    ``setup`` (torch's threads, and its import: seconds on a loaded node) runs first, inside the
+    same reporting: a job stopped there is reported like one stopped while training.
     A job of a seed group (:func:`seed_groups`) trains every seed of its group whose folder it
     can lock, on a seed axis, and reports each; a job whose folder a group member of this
     invocation has trained, or is training, leaves it to that one."""
@@ -275,23 +292,29 @@ def run_job(run: Callable, cfg: DictConfig, out_dir: Path, sweep_dir: Path, extr
     if _reported(sweep_dir, out_dir):
         log.info("job %s: trained on a seed axis with another seed of its group", out_dir)
         return
+    failed_before = _stamp(Path(out_dir) / "FAILED")
     group = _group_of(sweep_dir, out_dir)
-    if group:
-        return _run_group(cfg, Path(out_dir), Path(sweep_dir), group, files_for)
     try:
-        outcome = run(cfg, out_dir, extra_files)
+        if setup is not None:
+            setup()
+        if not group:
+            outcome = run(cfg, out_dir, extra_files)
     except (KeyboardInterrupt, Interrupted) as e:
         report(sweep_dir, out_dir, "interrupted", getattr(e, "how", "Ctrl-C"))
         raise
     except Exception as e:  # reported; the sweep goes on
         outcome = e
-    _report_outcome(sweep_dir, out_dir, outcome)
+    else:
+        if group:  # each member's outcome is reported as it comes
+            return _run_group(cfg, Path(out_dir), Path(sweep_dir), group, files_for)
+    _report_outcome(sweep_dir, out_dir, outcome, failed_before)
 
 
 def _run_group(cfg: DictConfig, out_dir: Path, sweep_dir: Path, group: list, files_for: Optional[Callable]) -> None:
     from amtrain.seeds import run_seeds
 
     members = [m for m in group if not _reported(sweep_dir, Path(m["dir"]))]
+    failed_before = {Path(m["dir"]): _stamp(Path(m["dir"]) / "FAILED") for m in members}
     cfgs, dirs, files = [], [], []
     for m in members:
         member_cfg = cfg.copy()
@@ -304,9 +327,9 @@ def _run_group(cfg: DictConfig, out_dir: Path, sweep_dir: Path, group: list, fil
             # another job of this invocation trains it and reports it; only this job's own folder,
             # held by someone else, is this job's to report
             if d == out_dir and not _claimed(sweep_dir, d):
-                _report_outcome(sweep_dir, d, outcome)
+                _report_outcome(sweep_dir, d, outcome, failed_before[d])
         elif not _reported(sweep_dir, d):  # (under the folder's lock: a job that ran it has reported)
-            _report_outcome(sweep_dir, d, outcome)
+            _report_outcome(sweep_dir, d, outcome, failed_before[d])
 
     try:
         run_seeds(cfgs, dirs, files, on_claim=lambda path: _claim(sweep_dir, path), on_outcome=on_outcome)

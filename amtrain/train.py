@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from amtrain.config import Mode, flat_keys, validate
 from amtrain.data import build_data
-from amtrain.errors import AmtrainError, ConfigError, DivergenceError, Interrupted
+from amtrain.errors import ConfigError, DivergenceError, failure_line
 from amtrain.metrics import MetricsWriter
 from amtrain.models import build_model
 from amtrain.optim import build_trainer
@@ -173,7 +173,7 @@ def _run_locked(cfg: DictConfig, rd: RunDir) -> Dict[str, float]:
     except BaseException as e:
         if writer is not None:
             writer.abort()
-        summary = _summary(e, where)
+        summary = failure_line(e, where)
         rd.fail(summary, traceback.format_exc())
         # into train.log only: the caller decides how to show the error on the console
         handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "failed: %s", (summary,), None))
@@ -181,22 +181,6 @@ def _run_locked(cfg: DictConfig, rd: RunDir) -> Dict[str, float]:
     finally:
         log.removeHandler(handler)
         handler.close()
-
-
-def _summary(e: BaseException, where: Mapping[str, int]) -> str:
-    """FAILED's first line: the one-line reason."""
-    if isinstance(e, AmtrainError):
-        return str(e)
-    if isinstance(e, (KeyboardInterrupt, Interrupted)):
-        how = e.how if isinstance(e, Interrupted) else "Ctrl-C"
-        return (f"interrupted ({how}) at epoch {where['epoch']}, step {where['step']}: rerun the same command "
-                "to start it again")
-    if type(e).__name__ == "UncompletedJobError":  # submitit, on SLURM's warning signal before the time limit
-        return (f"stopped by SLURM before the end, at epoch {where['epoch']}, step {where['step']} ({e}): the job "
-                "needs more than hydra.launcher.timeout_min")
-    if isinstance(e, SystemExit):  # submitit requeues a preempted job by exiting; the requeued run starts again
-        return f"stopped at epoch {where['epoch']}, step {where['step']} (exit {e.code}): requeued by the launcher"
-    return f"{type(e).__name__}: {e}"
 
 
 class Seat:

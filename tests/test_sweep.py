@@ -1,4 +1,6 @@
 """Sweeps: stable job directories, resume, failures recorded, joblib and submitit_local launchers."""
+import re
+
 import pytest
 
 from conftest import TINY
@@ -64,3 +66,83 @@ def test_the_example_cluster_configs_compose_with_the_slurm_launcher(local, part
     launcher = cfg.hydra.launcher
     assert launcher.partition == partition and launcher.get("gpus_per_node") == gpus
     assert launcher.max_num_timeout == 0 and launcher.timeout_min > 0
+
+
+# ----------------------------------------------------------------------------- a job stopped by its launcher
+def _report_of(sweep_dir, job_dir):
+    import json
+
+    from amtrain import sweep
+
+    return json.loads(sweep._report_path(sweep_dir, "t1", job_dir).read_text())
+
+
+def _stop():
+    from submitit.core.utils import UncompletedJobError
+
+    return UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+
+def test_a_job_stopped_while_it_starts_is_reported_with_the_reason(tmp_path, monkeypatch):
+    """SLURM's warning signal can land while the job still imports torch (seconds on a loaded
+    node): the report says so, and does not point to a FAILED this attempt never wrote
+    (CI met it once: the summary then gave no reason)."""
+    from amtrain import sweep
+    from amtrain.cli import _train, compose
+
+    monkeypatch.setenv(sweep.TOKEN_ENV, "t1")
+    job = tmp_path / "sw" / "seed=0"
+
+    def setup():
+        raise _stop()
+
+    sweep.run_job(_train, compose(SWEEP + ["optim=sgd"]), job, tmp_path / "sw", None, setup=setup)
+    rep = _report_of(tmp_path / "sw", job)
+    assert rep["status"] == "failed"
+    assert rep["reason"] == ("stopped by SLURM before the end, before training started (Job not requeued because: "
+                             "timed-out too many times.): the job needs more than hydra.launcher.timeout_min")
+    assert not (job / "FAILED").exists() and not (job / "DONE").exists()
+
+
+def test_an_earlier_attempts_failed_is_not_this_jobs_reason(tmp_path, monkeypatch):
+    from amtrain import sweep
+
+    monkeypatch.setenv(sweep.TOKEN_ENV, "t1")
+    job = tmp_path / "sw" / "seed=0"
+    job.mkdir(parents=True)
+    (job / "FAILED").write_text("training diverged at epoch 3\n\nrun_id=old\n")  # the last attempt's
+
+    def run(cfg, out_dir, extra):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    sweep.run_job(run, None, job, tmp_path / "sw", None)
+    rep = _report_of(tmp_path / "sw", job)
+    assert rep == {**rep, "status": "failed", "reason": "RuntimeError: CUDA error: an illegal memory access was "
+                                                        "encountered"}
+
+
+def test_a_job_stopped_while_it_trains_is_reported_with_where_it_stopped(tmp_path, monkeypatch):
+    import amtrain.train
+    from amtrain import sweep
+    from amtrain.cli import _train, compose
+
+    monkeypatch.setenv(sweep.TOKEN_ENV, "t1")
+    job = tmp_path / "sw" / "seed=0"
+    job.mkdir(parents=True)
+    (job / "FAILED").write_text("an earlier attempt's reason\n")  # moved aside when the run begins
+    real, calls = amtrain.train.evaluate, []
+
+    def evaluate(*args, **kwargs):  # the signal, at the third evaluation
+        calls.append(1)
+        if len(calls) == 3:
+            raise _stop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(amtrain.train, "evaluate", evaluate)
+    sweep.run_job(_train, compose(SWEEP + ["optim=sgd"]), job, tmp_path / "sw", None)
+    rep = _report_of(tmp_path / "sw", job)
+    failed = (job / "FAILED").read_text()
+    assert re.match(r"stopped by SLURM before the end, at epoch 1, step \d+ \(Job not requeued", failed)
+    assert "UncompletedJobError" in failed  # the traceback, below the reason
+    assert rep["status"] == "failed" and rep["reason"] == f"{failed.splitlines()[0]} (traceback in {job / 'FAILED'})"
+    assert len(list((job / ".superseded").iterdir())) == 1
