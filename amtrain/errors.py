@@ -47,13 +47,16 @@ def failure_line(e: BaseException, where=None) -> str:
     ``where``: ``{"epoch", "step"}`` reached when it stopped; None when it stopped before
     training began (e.g. SLURM's warning signal while the job was still importing torch)."""
     at = f"at epoch {where['epoch']}, step {where['step']}" if where is not None else "before training started"
+    # the message's first line only: an exception raised inside OmegaConf (a signal handler's,
+    # while the loop read the config) comes back with OmegaConf's key and types on more lines
+    message = (str(e).splitlines() or [""])[0]
     if isinstance(e, AmtrainError):
-        return str(e)
+        return message
     if isinstance(e, (KeyboardInterrupt, Interrupted)):
         how = e.how if isinstance(e, Interrupted) else "Ctrl-C"
         return f"interrupted ({how}) {at}: rerun the same command to start it again"
     if type(e).__name__ == "UncompletedJobError":  # submitit, on SLURM's warning signal before the time limit
-        return f"stopped by SLURM before the end, {at} ({e}): the job needs more than hydra.launcher.timeout_min"
+        return f"stopped by SLURM before the end, {at} ({message}): the job needs more than hydra.launcher.timeout_min"
     if isinstance(e, SystemExit):  # submitit requeues a preempted job by exiting; the requeued run starts again
         return f"stopped {at} (exit {e.code}): requeued by the launcher"
-    return f"{type(e).__name__}: {e}"
+    return f"{type(e).__name__}: {message}"

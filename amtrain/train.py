@@ -222,6 +222,7 @@ def _train(cfg, data, net, trainer, seats: List[Seat], device, where: Dict[str, 
     stacked = getattr(net, "seeds", None) is not None
     generators = [torch.Generator().manual_seed(seat.seed) for seat in seats]
     bs, ev = cfg.batch_size, cfg.eval
+    first_batches, every = ev.first_epoch_batches, ev.every_batches  # plain values: no OmegaConf per step
     n_batches = data.n_batches(bs)
     step = samples = 0
     clock = TrainClock(device)
@@ -285,8 +286,8 @@ def _train(cfg, data, net, trainer, seats: List[Seat], device, where: Dict[str, 
                 correct += (net.predict(output) == y).sum(-1)
                 if guard.first is None:
                     guard.start(loss)  # the loss before the first update: one host sync, once
-                first = epoch == 1 and (ev.first_epoch_batches is None or step <= ev.first_epoch_batches)
-                periodic = ev.every_batches and step % ev.every_batches == 0
+                first = epoch == 1 and (first_batches is None or step <= first_batches)
+                periodic = every and step % every == 0
                 if first or periodic:
                     check(loss_sum, seen, epoch)
                     test(epoch)

@@ -146,3 +146,35 @@ def test_a_job_stopped_while_it_trains_is_reported_with_where_it_stopped(tmp_pat
     assert "UncompletedJobError" in failed  # the traceback, below the reason
     assert rep["status"] == "failed" and rep["reason"] == f"{failed.splitlines()[0]} (traceback in {job / 'FAILED'})"
     assert len(list((job / ".superseded").iterdir())) == 1
+
+
+def test_a_stop_inside_an_omegaconf_read_still_gives_a_one_line_reason():
+    """OmegaConf re-raises an exception raised while it reads a key (SLURM's warning signal,
+    in the training loop) with the key and types appended on more lines; the reason keeps the
+    first, so the summary line still ends with the fix (CI met it: the line was cut there)."""
+    import signal
+
+    from amtrain.cli import compose
+    from amtrain.errors import failure_line
+
+    ev = compose(SWEEP + ["optim=sgd"]).eval
+
+    def warn(*_):
+        raise _stop()
+
+    old = signal.signal(signal.SIGALRM, warn)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Exception) as caught:
+            while True:
+                ev.every_batches  # noqa: B018 (the read the signal lands in)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    expected = ("stopped by SLURM before the end, at epoch 1, step 2 (Job not requeued because: timed-out too many "
+                "times.): the job needs more than hydra.launcher.timeout_min")
+    assert failure_line(caught.value, {"epoch": 1, "step": 2}) == expected
+    # as CI's job saw it
+    seen = type(caught.value)("Job not requeued because: timed-out too many times.\n    full_key: eval.every_batches\n"
+                              "    reference_type=EvalConfig\n    object_type=EvalConfig")
+    assert failure_line(seen, {"epoch": 1, "step": 2}) == expected
