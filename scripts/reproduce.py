@@ -11,7 +11,9 @@ For every figure (and table) of ``conf/reproduce.yaml`` whose data is present, e
 a rerun skips the jobs that finished), then ``scripts/aggregate.py`` writes
 ``<results>/<sweep>.csv`` and the figure's plot script writes ``<results>/figures/``.
 A figure without its data is skipped and said so. ``<results>/runs.csv`` records what
-was run and how long it took; ``scripts/report.py`` turns the CSVs into REPORT.md.
+was run and how long it took, a row as each sweep ends (a sweep stopped by Ctrl-C or
+SIGTERM, with its amtrain, is recorded as interrupted); ``scripts/report.py`` turns the
+CSVs into REPORT.md.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import datetime
 import importlib.util
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,6 +62,44 @@ def _module(path: Path):
 
 def _now() -> str:
     return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+LOG_FIELDS = ["finished", "figure", "sweep", "status", "seconds", "command"]
+
+
+def log_run(log: Path, row: dict) -> None:
+    """Append one row to runs.csv at once: a later sweep that is stopped cannot lose it."""
+    new = not log.exists()
+    with open(log, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+class Stopped(Exception):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped()
+
+
+def run_sweep(cmd: list, env: dict) -> int:
+    """Run one sweep's amtrain; if this script is stopped meanwhile, stop amtrain too (it
+    records its jobs' partial metrics and FAILED) and wait for it, then re-raise."""
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO)
+    try:
+        return proc.wait()
+    except BaseException:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # (Ctrl-C has already reached it through the terminal)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        raise
 
 
 def sweep_commands(plan: dict, figure: str, protocol: str, launcher: str, extra: list) -> list:
@@ -130,7 +171,17 @@ def main(argv=None) -> int:
     higgs = resolve_higgs(args.higgs, data_root)
     aggregate = _module(SCRIPTS / "aggregate.py")
     results.mkdir(parents=True, exist_ok=True)
+    log = results / "runs.csv"  # appended: a rerun that only resumes keeps the first run's times
+    logging_runs = not args.dry_run and not args.skip_runs
     log_rows, failed = [], []
+
+    def record(row: dict) -> None:
+        log_rows.append(row)
+        if logging_runs:
+            log_run(log, row)
+
+    if logging_runs:
+        signal.signal(signal.SIGTERM, _raise_stopped)
     for fig in figures:
         spec = plan["figures"][fig]
         datasets = spec["data"] if isinstance(spec["data"], list) else [spec["data"]]
@@ -138,9 +189,8 @@ def main(argv=None) -> int:
         absent = [(d, n) for d, n in zip(datasets, needs) if not n.exists()]
         if absent and not args.skip_runs:
             print(f"skip {fig}: no {absent[0][0]} data at {absent[0][1]} (set AMTRAIN_DATA or --data)")
-            log_rows.append({"finished": _now(), "figure": fig, "sweep": "",
-                             "status": f"skipped: no {absent[0][0]} data",
-                             "seconds": 0, "command": ""})
+            record({"finished": _now(), "figure": fig, "sweep": "", "status": f"skipped: no {absent[0][0]} data",
+                    "seconds": 0, "command": ""})
             continue
         csvs = []
         for sweep, cmd in sweep_commands(plan, fig, args.protocol, args.launcher, args.extra):
@@ -150,16 +200,23 @@ def main(argv=None) -> int:
             shown = " ".join(shlex.quote(c) for c in cmd[len(amtrain_cmd()):])
             print(f"[{fig}] amtrain {shown}", flush=True)
             status, seconds = ("dry run" if args.dry_run else "not run (--skip-runs)"), 0.0
-            if not args.dry_run and not args.skip_runs:
+            if logging_runs:
                 t0 = time.perf_counter()
-                rc = subprocess.call(cmd, env=env, cwd=REPO)
+                try:
+                    rc = run_sweep(cmd, env)
+                except (KeyboardInterrupt, Stopped) as e:
+                    how = "Ctrl-C" if isinstance(e, KeyboardInterrupt) else "SIGTERM"
+                    record({"finished": _now(), "figure": fig, "sweep": sweep, "status": f"interrupted ({how})",
+                            "seconds": round(time.perf_counter() - t0, 1), "command": "amtrain " + shown})
+                    print(f"reproduce: interrupted ({how}) in {fig}/{sweep}; {log} lists the sweeps run so far; "
+                          "rerun the same command to resume", file=sys.stderr)
+                    return 130 if how == "Ctrl-C" else 143
                 seconds = time.perf_counter() - t0
                 status = "ok" if rc == 0 else f"exit {rc} (failed jobs: see FAILED files)"
                 if rc:
                     failed.append(f"{fig}/{sweep}")
-            log_rows.append({"finished": _now(), "figure": fig, "sweep": sweep, "status": status,
-                             "seconds": round(seconds, 1),
-                             "command": "amtrain " + shown})
+            record({"finished": _now(), "figure": fig, "sweep": sweep, "status": status,
+                    "seconds": round(seconds, 1), "command": "amtrain " + shown})
             if sweep not in csvs:
                 csvs.append(sweep)
         if args.dry_run:
@@ -181,14 +238,7 @@ def main(argv=None) -> int:
         except Exception as e:
             print(f"[{fig}] plotting failed: {type(e).__name__}: {e}")
             failed.append(f"{fig}/plot")
-    if not args.dry_run and not args.skip_runs:
-        log = results / "runs.csv"  # appended: a rerun that only resumes keeps the first run's times
-        new = not log.exists()
-        with open(log, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["finished", "figure", "sweep", "status", "seconds", "command"])
-            if new:
-                w.writeheader()
-            w.writerows(log_rows)
+    if logging_runs:
         total = sum(r["seconds"] for r in log_rows)
         print(f"sweeps took {total / 60:.1f} min this time; {log} lists every invocation")
     if failed:

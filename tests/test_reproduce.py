@@ -196,3 +196,69 @@ def test_report_checks_give_their_verdicts_from_the_csv(tmp_path):
     assert value["verdict"] == "reproduced" and value["paper"] == "0.75"
     assert report.check(tmp_path, {"kind": "level", "sweep": "fig5_higgs", "model": "rnn", "at": "last",
                                    "optim": "am_adam", "as": "sgd", "tol": 0.01})["verdict"] == "not run"
+
+
+def _load_reproduce():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce_under_test", REPO / "scripts" / "reproduce.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_runs_csv_gets_each_sweep_as_it_ends_and_a_stopped_one_as_interrupted(tmp_path, monkeypatch):
+    """A sweep's row is in runs.csv before the next sweep starts, so stopping a later sweep
+    loses nothing; the stopped sweep is recorded as interrupted and the script exits 143."""
+    reproduce = _load_reproduce()
+    log = tmp_path / "results" / "runs.csv"
+    calls = []
+
+    def fake_sweep(cmd, env):
+        calls.append(cmd)
+        if len(calls) == 1:
+            return 0
+        rows = list(csv.DictReader(log.open()))  # the first sweep's row is already written
+        assert [(r["sweep"], r["status"]) for r in rows] == [("aux_family_iterations", "ok")]
+        raise reproduce.Stopped()
+
+    monkeypatch.setattr(reproduce, "run_sweep", fake_sweep)
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        rc = reproduce.main(["--protocol", "smoke", "--figures", "tab_aux_family,tab_bcd",
+                             "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs")])
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert rc == 143
+    assert len(calls) == 2  # tab_bcd never started
+    rows = list(csv.DictReader(log.open()))
+    assert [r["status"] for r in rows] == ["ok", "interrupted (SIGTERM)"]
+    assert "optim.accelerate=false" in rows[1]["command"] and float(rows[1]["seconds"]) >= 0
+
+
+def test_a_stopped_reproduce_stops_the_amtrain_it_runs(tmp_path):
+    """SIGTERM to the script reaches the sweep it is waiting for: no amtrain is left running."""
+    import os
+    import signal
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    driver = (f"import importlib.util, signal, sys\n"
+              f"spec = importlib.util.spec_from_file_location('r', {str(REPO / 'scripts' / 'reproduce.py')!r})\n"
+              f"r = importlib.util.module_from_spec(spec); spec.loader.exec_module(r)\n"
+              f"signal.signal(signal.SIGTERM, r._raise_stopped)\n"
+              f"try:\n    r.run_sweep([sys.executable, '-c', {child!r}], None)\n"
+              f"except r.Stopped:\n    sys.exit(143)\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, "the sweep never started"
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    with pytest.raises(ProcessLookupError):  # stopped and reaped by the script
+        os.kill(child_pid, 0)
