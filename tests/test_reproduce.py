@@ -1,8 +1,12 @@
 """Paper figures: experiment configs, tuned values, and the smoke protocol end to end
 (sweeps on tiny generated files, aggregation, every plot script, the report)."""
 import csv
+import importlib.util
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -14,6 +18,14 @@ from conftest import REPO
 PLAN = yaml.safe_load((REPO / "conf" / "reproduce.yaml").read_text())
 FIGURES = list(PLAN["figures"])
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("fig*.yaml"))
+
+
+def script(name):
+    """scripts/<name>.py imported as a module."""
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def sweep_params(name):
@@ -171,11 +183,7 @@ def test_the_report_takes_each_figure_from_the_full_protocol_where_it_ran(smoke,
 def test_report_checks_give_their_verdicts_from_the_csv(tmp_path):
     """value, order and level checks of paper_claims.yaml on a crafted CSV: the numbers they
     quote and the verdicts they reach either side of their tolerance."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("report", REPO / "scripts" / "report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = script("report")
     rows = []
     for optim, (acc1, acc10) in {"am_adam": (0.83, 0.944), "sgd": (0.74, 0.912), "adam": (0.86, 0.948)}.items():
         for epoch, acc in ((1, acc1), (10, acc10)):
@@ -198,19 +206,10 @@ def test_report_checks_give_their_verdicts_from_the_csv(tmp_path):
                                    "optim": "am_adam", "as": "sgd", "tol": 0.01})["verdict"] == "not run"
 
 
-def _load_reproduce():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reproduce_under_test", REPO / "scripts" / "reproduce.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_runs_csv_gets_each_sweep_as_it_ends_and_a_stopped_one_as_interrupted(tmp_path, monkeypatch):
     """A sweep's row is in runs.csv before the next sweep starts, so stopping a later sweep
     loses nothing; the stopped sweep is recorded as interrupted and the script exits 143."""
-    reproduce = _load_reproduce()
+    reproduce = script("reproduce")
     log = tmp_path / "results" / "runs.csv"
     calls = []
 
@@ -223,8 +222,6 @@ def test_runs_csv_gets_each_sweep_as_it_ends_and_a_stopped_one_as_interrupted(tm
         raise reproduce.Stopped()
 
     monkeypatch.setattr(reproduce, "run_sweep", fake_sweep)
-    import signal
-
     before = signal.getsignal(signal.SIGTERM)
     try:
         rc = reproduce.main(["--protocol", "smoke", "--figures", "tab_aux_family,tab_bcd",
@@ -240,10 +237,6 @@ def test_runs_csv_gets_each_sweep_as_it_ends_and_a_stopped_one_as_interrupted(tm
 
 def test_a_stopped_reproduce_stops_the_amtrain_it_runs(tmp_path):
     """SIGTERM to the script reaches the sweep it is waiting for: no amtrain is left running."""
-    import os
-    import signal
-    import time
-
     pid_file = tmp_path / "child.pid"
     child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
     driver = (f"import importlib.util, signal, sys\n"
