@@ -23,6 +23,7 @@ import datetime
 import importlib.util
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,15 +157,25 @@ def main(argv=None) -> int:
     unknown = [f for f in figures if f not in plan["figures"]]
     if unknown:
         p.error(f"unknown figure(s) {unknown}; choose from {', '.join(plan['figures'])}")
+    if args.protocol != "smoke" or args.data:
+        return reproduce(args, plan, figures)
+    from amtrain.data.fake import write_all
+
+    args.data = tempfile.mkdtemp(prefix="amtrain-smoke-data-")
+    print(f"smoke: tiny generated MNIST, Fashion-MNIST, CIFAR-10 and HIGGS files in {args.data} "
+          "(removed at the end)")
+    try:
+        write_all(args.data)
+        return reproduce(args, plan, figures)
+    finally:
+        shutil.rmtree(args.data, ignore_errors=True)
+
+
+def reproduce(args, plan: dict, figures: list) -> int:
+    """Each figure's sweeps, then its CSVs and plot (``main`` has checked the arguments)."""
     results = Path(args.results or REPO / "results" / args.protocol)
     runs = Path(args.runs).resolve()
     env = dict(os.environ)
-    if args.protocol == "smoke" and not args.data:
-        from amtrain.data.fake import write_all
-
-        args.data = tempfile.mkdtemp(prefix="amtrain-smoke-data-")
-        write_all(args.data)
-        print(f"smoke: tiny generated MNIST, Fashion-MNIST, CIFAR-10 and HIGGS files in {args.data}")
     data_root = Path(args.data or env.get("AMTRAIN_DATA", "data")).resolve()
     env["AMTRAIN_DATA"] = str(data_root)
 

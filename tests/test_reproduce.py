@@ -3,10 +3,12 @@
 import csv
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -129,6 +131,10 @@ def test_smoke_runs_every_figure_sweep_and_draws_every_figure(smoke):
             continue
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    # the generated data is removed at the end (each invocation writes its own)
+    for out in (first.stdout, second.stdout):
+        generated = re.search(r"HIGGS files in (\S+) ", out).group(1)
+        assert "amtrain-smoke-data-" in generated and not Path(generated).exists()
     # the rerun skipped every finished job, and the log keeps both invocations
     assert second.returncode == 0 and "skipping" in second.stdout + second.stderr
     rows = list(csv.DictReader((results / "runs.csv").open()))
