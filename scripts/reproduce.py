@@ -18,6 +18,7 @@ CSVs into REPORT.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import importlib.util
@@ -84,6 +85,18 @@ class Stopped(Exception):
 
 def _raise_stopped(signum, frame):
     raise Stopped()
+
+
+@contextlib.contextmanager
+def _sigterm_raises(active: bool):
+    """While active, SIGTERM raises Stopped; afterwards the caller's own handler is back
+    (``main`` is also called in-process, as the tests do)."""
+    previous = signal.signal(signal.SIGTERM, _raise_stopped) if active else None
+    try:
+        yield
+    finally:
+        if active:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run_sweep(cmd: list, env: dict) -> int:
@@ -191,64 +204,63 @@ def reproduce(args, plan: dict, figures: list) -> int:
         if logging_runs:
             log_run(log, row)
 
-    if logging_runs:
-        signal.signal(signal.SIGTERM, _raise_stopped)
-    for fig in figures:
-        spec = plan["figures"][fig]
-        datasets = spec["data"] if isinstance(spec["data"], list) else [spec["data"]]
-        needs = [higgs if d == "higgs" and higgs else data_root / DATA_FILES[d] for d in datasets]
-        absent = [(d, n) for d, n in zip(datasets, needs) if not n.exists()]
-        if absent and not args.skip_runs:
-            print(f"skip {fig}: no {absent[0][0]} data at {absent[0][1]} (set AMTRAIN_DATA or --data)")
-            record({"finished": _now(), "figure": fig, "sweep": "", "status": f"skipped: no {absent[0][0]} data",
-                    "seconds": 0, "command": ""})
-            continue
-        csvs = []
-        for sweep, cmd in sweep_commands(plan, fig, args.protocol, args.launcher, args.extra):
-            cmd = cmd + [f"hydra.sweep.dir={runs}/{args.protocol}_{sweep}"]
-            if spec["data"] == "higgs" and higgs:
-                cmd.append(f"dataset.path={higgs}")
-            shown = " ".join(shlex.quote(c) for c in cmd[len(amtrain_cmd()):])
-            print(f"[{fig}] amtrain {shown}", flush=True)
-            status, seconds = ("dry run" if args.dry_run else "not run (--skip-runs)"), 0.0
-            if logging_runs:
-                t0 = time.perf_counter()
+    with _sigterm_raises(logging_runs):
+        for fig in figures:
+            spec = plan["figures"][fig]
+            datasets = spec["data"] if isinstance(spec["data"], list) else [spec["data"]]
+            needs = [higgs if d == "higgs" and higgs else data_root / DATA_FILES[d] for d in datasets]
+            absent = [(d, n) for d, n in zip(datasets, needs) if not n.exists()]
+            if absent and not args.skip_runs:
+                print(f"skip {fig}: no {absent[0][0]} data at {absent[0][1]} (set AMTRAIN_DATA or --data)")
+                record({"finished": _now(), "figure": fig, "sweep": "", "status": f"skipped: no {absent[0][0]} data",
+                        "seconds": 0, "command": ""})
+                continue
+            csvs = []
+            for sweep, cmd in sweep_commands(plan, fig, args.protocol, args.launcher, args.extra):
+                cmd = cmd + [f"hydra.sweep.dir={runs}/{args.protocol}_{sweep}"]
+                if spec["data"] == "higgs" and higgs:
+                    cmd.append(f"dataset.path={higgs}")
+                shown = " ".join(shlex.quote(c) for c in cmd[len(amtrain_cmd()):])
+                print(f"[{fig}] amtrain {shown}", flush=True)
+                status, seconds = ("dry run" if args.dry_run else "not run (--skip-runs)"), 0.0
+                if logging_runs:
+                    t0 = time.perf_counter()
+                    try:
+                        rc = run_sweep(cmd, env)
+                    except (KeyboardInterrupt, Stopped) as e:
+                        how = "Ctrl-C" if isinstance(e, KeyboardInterrupt) else "SIGTERM"
+                        record({"finished": _now(), "figure": fig, "sweep": sweep, "status": f"interrupted ({how})",
+                                "seconds": round(time.perf_counter() - t0, 1), "command": "amtrain " + shown})
+                        print(f"reproduce: interrupted ({how}) in {fig}/{sweep}; {log} lists the sweeps run so far; "
+                              "rerun the same command to resume", file=sys.stderr)
+                        return 130 if how == "Ctrl-C" else 143
+                    seconds = time.perf_counter() - t0
+                    status = "ok" if rc == 0 else f"exit {rc} (failed jobs: see FAILED files)"
+                    if rc:
+                        failed.append(f"{fig}/{sweep}")
+                record({"finished": _now(), "figure": fig, "sweep": sweep, "status": status,
+                        "seconds": round(seconds, 1), "command": "amtrain " + shown})
+                if sweep not in csvs:
+                    csvs.append(sweep)
+            if args.dry_run:
+                continue
+            for sweep in csvs:
+                out = results / f"{sweep}.csv"
                 try:
-                    rc = run_sweep(cmd, env)
-                except (KeyboardInterrupt, Stopped) as e:
-                    how = "Ctrl-C" if isinstance(e, KeyboardInterrupt) else "SIGTERM"
-                    record({"finished": _now(), "figure": fig, "sweep": sweep, "status": f"interrupted ({how})",
-                            "seconds": round(time.perf_counter() - t0, 1), "command": "amtrain " + shown})
-                    print(f"reproduce: interrupted ({how}) in {fig}/{sweep}; {log} lists the sweeps run so far; "
-                          "rerun the same command to resume", file=sys.stderr)
-                    return 130 if how == "Ctrl-C" else 143
-                seconds = time.perf_counter() - t0
-                status = "ok" if rc == 0 else f"exit {rc} (failed jobs: see FAILED files)"
-                if rc:
-                    failed.append(f"{fig}/{sweep}")
-            record({"finished": _now(), "figure": fig, "sweep": sweep, "status": status,
-                    "seconds": round(seconds, 1), "command": "amtrain " + shown})
-            if sweep not in csvs:
-                csvs.append(sweep)
-        if args.dry_run:
-            continue
-        for sweep in csvs:
-            out = results / f"{sweep}.csv"
-            try:
-                aggregate.main([str(runs / f"{args.protocol}_{sweep}"), "-o", str(out), "--figure", fig])
-            except SystemExit as e:  # no finished runs
-                print(f"[{fig}] {e}")
-            except FileNotFoundError:  # --skip-runs on a figure never run
-                print(f"[{fig}] no sweep folder {runs / f'{args.protocol}_{sweep}'}")
-        if spec.get("kind") == "table":  # scripts/report.py tabulates it
-            continue
-        try:  # a plotting problem must not cost the runs: fix it, then rerun with --skip-runs
-            plot = _module(SCRIPTS / "figures" / f"{fig}.py")
-            for path in plot.main(["--results", str(results), "--protocol", args.protocol]):
-                print(f"[{fig}] wrote {path}")
-        except Exception as e:
-            print(f"[{fig}] plotting failed: {type(e).__name__}: {e}")
-            failed.append(f"{fig}/plot")
+                    aggregate.main([str(runs / f"{args.protocol}_{sweep}"), "-o", str(out), "--figure", fig])
+                except SystemExit as e:  # no finished runs
+                    print(f"[{fig}] {e}")
+                except FileNotFoundError:  # --skip-runs on a figure never run
+                    print(f"[{fig}] no sweep folder {runs / f'{args.protocol}_{sweep}'}")
+            if spec.get("kind") == "table":  # scripts/report.py tabulates it
+                continue
+            try:  # a plotting problem must not cost the runs: fix it, then rerun with --skip-runs
+                plot = _module(SCRIPTS / "figures" / f"{fig}.py")
+                for path in plot.main(["--results", str(results), "--protocol", args.protocol]):
+                    print(f"[{fig}] wrote {path}")
+            except Exception as e:
+                print(f"[{fig}] plotting failed: {type(e).__name__}: {e}")
+                failed.append(f"{fig}/plot")
     if logging_runs:
         total = sum(r["seconds"] for r in log_rows)
         print(f"sweeps took {total / 60:.1f} min this time; {log} lists every invocation")

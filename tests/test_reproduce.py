@@ -232,6 +232,7 @@ def test_runs_csv_gets_each_sweep_as_it_ends_and_a_stopped_one_as_interrupted(tm
     try:
         rc = reproduce.main(["--protocol", "smoke", "--figures", "tab_aux_family,tab_bcd",
                              "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs")])
+        assert signal.getsignal(signal.SIGTERM) is before  # an in-process caller gets its own handler back
     finally:
         signal.signal(signal.SIGTERM, before)
     assert rc == 143
