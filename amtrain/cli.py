@@ -201,6 +201,9 @@ def _single(argv: List[str], overrides: List[str], cfg_only: bool) -> int:
     if _last["error"] is not None:
         raise _last["error"]
     result = _last["result"]
+    if result is not None and result.resumed_after is not None:
+        print(f"amtrain: {result.out_dir} went on from its checkpoint after epoch {result.resumed_after} "
+              "(train.log says what was moved aside)", file=sys.stderr)
     if result is not None and result.status == "skipped":
         print(f"amtrain: skipped {result.out_dir}: it finished already (DONE); resume=false reruns it, moving "
               f"its outputs to {result.out_dir}/.superseded/", file=sys.stderr)

@@ -406,6 +406,13 @@ class DivergenceConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every_minutes: Optional[float] = key(10.0, "write checkpoint.pt at the first epoch end (full-batch: iteration) "
+                                               "this long after the last; a rerun of a stopped run goes on from it "
+                                               "(0: every epoch; null: never)", ge=0)
+
+
+@dataclass
 class Config:
     dataset: Any = MISSING
     model: Any = MISSING
@@ -418,6 +425,7 @@ class Config:
     batch_size: int = key(200, "mini-batch size (full-batch methods: rows per chunk)", ge=1)
     eval: EvalConfig = key(EvalConfig(), "when and how to evaluate")
     divergence: DivergenceConfig = key(DivergenceConfig(), "when a run counts as diverged (exit 3)")
+    checkpoint: CheckpointConfig = key(CheckpointConfig(), "checkpoints a stopped run goes on from (resume=true)")
     deterministic: bool = key(False, "torch.use_deterministic_algorithms (slower on CUDA)")
     threads: Optional[int] = key(None, "torch threads per run (null: all cores; in a joblib or submitit sweep, "
                                        "cores / parallel jobs)", ge=1)
@@ -442,6 +450,11 @@ SCHEMAS = {
         "multiplicative": MultiplicativeMuConfig,
     },
 }
+
+# Keys that say where and how a run executes, not what it computes: a finished run is reused
+# on resume when every other key of its config.yaml equals the config asked for (amtrain.train).
+ENVIRONMENT_KEYS = frozenset({"dataset.root", "dataset.download", "device", "threads", "progress", "resume",
+                              "seeds_per_process", "name", "checkpoint.every_minutes"})
 
 # Config groups picked automatically from the others; a user never chooses them.
 INTERNAL_GROUPS = ("mode_defaults", "tuned")

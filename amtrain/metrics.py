@@ -18,13 +18,21 @@ FINAL, PARTIAL = "metrics.csv", "metrics.partial.csv"
 
 
 class MetricsWriter:
-    def __init__(self, out_dir, ids: Dict[str, object]):
+    """``append``: go on writing a resumed run's partial file (cut back to its checkpoint)."""
+
+    def __init__(self, out_dir, ids: Dict[str, object], append: bool = False):
         self.dir = Path(out_dir)
         self.ids = [ids[c] for c in COLUMNS[7:]]  # dataset .. run_id, in column order
         self.path = self.dir / PARTIAL
-        self._fh = open(self.path, "w", newline="")
+        self._fh = open(self.path, "a" if append else "w", newline="")
         self._csv = csv.writer(self._fh)
-        self._csv.writerow(COLUMNS)
+        if not append:
+            self._csv.writerow(COLUMNS)
+
+    def offset(self) -> int:
+        """Bytes written so far (flushed): where a checkpoint's resumed run goes on writing."""
+        self._fh.flush()
+        return self._fh.tell()
 
     def write(self, step: int, epoch: int, samples_seen: int, split: str, metrics: Dict[str, float],
               wall_time: float) -> None:

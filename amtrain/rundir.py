@@ -33,9 +33,9 @@ from amtrain.errors import FolderBusy, OutputError
 
 LOCK = ".lock"
 SUPERSEDED = ".superseded"
-CONFIG, METRICS, PARTIAL, DONE, FAILED, LOG, HYDRA = (
-    "config.yaml", "metrics.csv", "metrics.partial.csv", "DONE", "FAILED", "train.log", ".hydra")
-OUTPUTS = (CONFIG, METRICS, PARTIAL, DONE, FAILED, LOG, HYDRA)
+CONFIG, METRICS, PARTIAL, DONE, FAILED, LOG, HYDRA, CHECKPOINT = (
+    "config.yaml", "metrics.csv", "metrics.partial.csv", "DONE", "FAILED", "train.log", ".hydra", "checkpoint.pt")
+OUTPUTS = (CONFIG, METRICS, PARTIAL, DONE, FAILED, LOG, HYDRA, CHECKPOINT)
 _HEADER = re.compile(r"^# amtrain run (\S+)")
 
 
@@ -131,10 +131,48 @@ class RunDir:
             target.write_text(text)
         return self.run_id
 
+    @property
+    def begun_id(self) -> Optional[str]:
+        """The run id of the attempt that wrote the folder's config.yaml (None: none there)."""
+        return run_ids(self.path)["config"]
+
+    def can_reopen(self, run_id: str, offset: int) -> bool:
+        """True when the stopped run ``run_id`` wrote this folder and its metrics reach ``offset`` bytes."""
+        partial = self.path / PARTIAL
+        return (self.begun_id == run_id and not self.finished and partial.exists()
+                and partial.stat().st_size >= offset)
+
+    def reopen(self, run_id: str, offset: int) -> str:
+        """Go on with the stopped run ``run_id`` from its checkpoint (:mod:`amtrain.checkpoint`):
+        keep config.yaml and train.log, cut metrics.partial.csv back to ``offset`` bytes. What the
+        stopped attempt wrote after the checkpoint (FAILED, the rows past ``offset``) is moved to
+        ``.superseded/<time>_<id>_after-checkpoint/``. ValueError if the files do not fit the checkpoint."""
+        assert self._fd is not None, "reopen() needs the lock: use `with RunDir(path) as rd`"
+        if not self.can_reopen(run_id, offset):
+            raise ValueError("the folder's config.yaml or metrics.partial.csv does not fit its checkpoint")
+        partial = self.path / PARTIAL
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        aside = self.path / SUPERSEDED / f"{stamp}_{run_id}_after-checkpoint"
+        aside.mkdir(parents=True)
+        with open(partial, "rb+") as fh:
+            fh.seek(offset)
+            tail = fh.read()
+            if tail:
+                (aside / "metrics.partial.tail.csv").write_bytes(tail)
+            fh.truncate(offset)
+        if (self.path / FAILED).exists():
+            os.replace(self.path / FAILED, aside / FAILED)
+        self.superseded = aside
+        self.run_id = run_id
+        return run_id
+
     def finish(self, final: Mapping[str, float]) -> None:
-        """Write DONE (the last file of a run): the run id, then the final metrics."""
+        """Write DONE (the last file of a run): the run id, then the final metrics. A checkpoint,
+        which only a stopped run needs, is removed once DONE is on disk."""
         values = " ".join(f"{k}={v:.6g}" for k, v in final.items())
         _write_synced(self.path / DONE, f"run_id={self.run_id} {values}\n")
+        for name in (CHECKPOINT, CHECKPOINT + ".tmp"):  # .tmp: a save that was killed half-way
+            (self.path / name).unlink(missing_ok=True)
 
     def fail(self, summary: str, details: str) -> None:
         _write_synced(self.path / FAILED, f"{summary}\n\nrun_id={self.run_id}\n{details}")

@@ -30,6 +30,7 @@ from typing import Callable, List, Mapping, Optional, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from amtrain import checkpoint
 from amtrain.config import Mode, validate
 from amtrain.data import build_data
 from amtrain.errors import ConfigError, FolderBusy, failure_line
@@ -38,8 +39,8 @@ from amtrain.models import build_model
 from amtrain.models.stacked import stack
 from amtrain.optim import build_trainer, trainer_class
 from amtrain.rundir import RunDir
-from amtrain.train import (AllFailed, RunResult, Seat, _attach_log, _run_locked, _train, resolve_device,
-                           reusable, seed_everything)
+from amtrain.train import (AllFailed, RunResult, Seat, _attach_log, _raise, _run_locked, _say_resume, _train,
+                           resolve_device, reusable, seed_everything, stopped_run)
 
 log = logging.getLogger("amtrain")
 
@@ -107,28 +108,67 @@ def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optio
                                         final.get("run_id"))
                 continue
             todo.append((i, rd))
-        for i, rd in todo:
-            rd.begin(OmegaConf.to_yaml(cfgs[i], resolve=True), extra_files[i])
-        if len(todo) == 1:  # one seed left: its single run, as it is
-            i, rd = todo[0]
+        found, members, why = _stopped_group(cfgs, todo) if len(todo) > 1 else (None, [], None)
+        grouped = {i for i, _ in filter(None, members)}
+        rest = [(i, rd) for i, rd in todo if i not in grouped]
+        if found is not None:  # the stopped group goes on (its seeds that had failed are in rest)
+            _run_batched([None if m is None else cfgs[m[0]] for m in members], [None if m is None else m[1]
+                         for m in members], [None if m is None else m[0] for m in members], outcomes, found)
+        if len(rest) == 1:  # one seed left: its single run, as it is
+            i, rd = rest[0]
+            single, single_why = stopped_run(rd, cfgs[i])
+            if single is None:
+                rd.begin(OmegaConf.to_yaml(cfgs[i], resolve=True), extra_files[i])
             try:
-                outcomes[i] = RunResult(_run_locked(cfgs[i], rd), "finished", rd.path, rd.run_id)
+                outcomes[i] = RunResult(_run_locked(cfgs[i], rd, single, single_why or why), "finished", rd.path,
+                                        rd.run_id, single and single.epoch)
             except Exception as e:
                 outcomes[i] = e
-        elif todo:
-            _run_batched([cfgs[i] for i, _ in todo], [rd for _, rd in todo], [i for i, _ in todo], outcomes)
+        elif rest:
+            for i, rd in rest:
+                rd.begin(OmegaConf.to_yaml(cfgs[i], resolve=True), extra_files[i])
+            _run_batched([cfgs[i] for i, _ in rest], [rd for _, rd in rest], [i for i, _ in rest], outcomes,
+                         why=why)
         for out_dir, outcome in zip(out_dirs, outcomes):
             on_outcome(Path(out_dir), outcome)
     return outcomes
 
 
-def _run_batched(cfgs: List[DictConfig], rds: List[RunDir], index: List[int], outcomes: List[object]) -> None:
-    """Train the locked, begun folders ``rds`` together; outcome of seed k goes to ``outcomes[index[k]]``."""
-    cfg = cfgs[0]
-    handlers = [_attach_log(rd.path, only=str(rd.path)) for rd in rds]
-    for rd in rds:
-        if rd.superseded is not None:
-            log.info("moved the earlier outputs of %s to %s", rd.path, rd.superseded, extra={"run_dir": str(rd.path)})
+def _stopped_group(cfgs: Sequence[DictConfig], todo: List[tuple]):
+    """(checkpoint, members, None) when the stopped seeds ``todo`` ((index, RunDir), locked) hold a
+    batched group's checkpoint to go on from: ``members[k]`` is seat k's (index, RunDir), None
+    for a seat that had failed; the members' folders are reopened. Else (None, [], why not)."""
+    if not cfgs[0].resume:
+        return None, [], None
+    try:
+        device = resolve_device(cfgs[0].device)
+    except ConfigError:
+        return None, [], None  # said by the run itself
+    found, seats, why = checkpoint.find_group([rd.path for _, rd in todo], [cfgs[i] for i, _ in todo], device,
+                                              [rd.begun_id for _, rd in todo])
+    if found is None:
+        return None, [], why
+    members = [None if k is None else todo[k] for k in seats]
+    if not all(m is None or m[1].can_reopen(found.run_ids[s], found.offsets[s]) for s, m in enumerate(members)):
+        return None, [], "the folders' config.yaml or metrics.partial.csv do not fit their checkpoint"
+    for s, m in enumerate(members):
+        if m is not None:
+            m[1].reopen(found.run_ids[s], found.offsets[s])
+    return found, members, None
+
+
+def _run_batched(cfgs: List[Optional[DictConfig]], rds: List[Optional[RunDir]], index: List[Optional[int]],
+                 outcomes: List[object], found: Optional[checkpoint.Checkpoint] = None,
+                 why: Optional[str] = None) -> None:
+    """Train the locked folders ``rds`` together; outcome of seed k goes to ``outcomes[index[k]]``.
+
+    New runs (begun folders), or a stopped group going on from ``found`` (reopened folders; a
+    seat that had failed before the checkpoint has None for its config, folder and index).
+    ``why``: why a checkpoint was not used (said in train.log)."""
+    cfg = next(c for c in cfgs if c is not None)
+    handlers = [_attach_log(rd.path, only=str(rd.path)) for rd in rds if rd is not None]
+    for rd in filter(None, rds):
+        _say_resume(rd, found, why, extra={"run_dir": str(rd.path)})
     seats: List[Seat] = []
     where = {"epoch": 0, "step": 0}
 
@@ -143,37 +183,51 @@ def _run_batched(cfgs: List[DictConfig], rds: List[RunDir], index: List[int], ou
     try:
         device = resolve_device(cfg.device)
         mode = Mode(cfg.mode)
-        nets = []
-        for k, c in enumerate(cfgs):  # as each single run: seed, (data,) model
-            seed_everything(c.seed, c.deterministic)
-            if k == 0:
-                data = build_data(cfg.dataset).to(device)
-            nets.append(build_model(c.model, data.in_shape, data.n_classes).to(device))
-        net = stack(nets, data.in_shape)
-        del nets
-        trainer = build_trainer(cfg.optim, cfg.mu, mode, net)
-        seeds = [int(c.seed) for c in cfgs]
+        if found is None:
+            nets = []
+            for k, c in enumerate(cfgs):  # as each single run: seed, (data,) model
+                seed_everything(c.seed, c.deterministic)
+                if k == 0:
+                    data = build_data(cfg.dataset).to(device)
+                nets.append(build_model(c.model, data.in_shape, data.n_classes).to(device))
+            net = stack(nets, data.in_shape)
+            del nets
+            trainer = build_trainer(cfg.optim, cfg.mu, mode, net)
+            seeds = [int(c.seed) for c in cfgs]
+        else:  # the random generators are the checkpoint's, set by the loop
+            seed_everything(cfg.seed, cfg.deterministic)
+            data = build_data(cfg.dataset).to(device)
+            net, trainer = found.objects()
+            seeds = list(found.loop["seeds"])
         for k, (c, rd) in enumerate(zip(cfgs, rds)):
+            if rd is None:  # failed before the checkpoint: still on the axis, no longer recorded
+                seats.append(Seat(seeds[k], None, _raise))
+                seats[-1].active = False
+                continue
             log.info("run: dataset=%s (%d train) model=%s optim=%s mode=%s seed=%d device=%s threads=%d -> %s "
                      "(on a seed axis with seeds %s)", cfg.dataset.name, data.n_train, cfg.model.name,
                      cfg.optim.name, mode.value, c.seed, device, torch.get_num_threads(), rd.path, seeds,
                      extra={"run_dir": str(rd.path)})
             ids = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
                    "mode": mode.value, "seed": c.seed, "run_id": rd.run_id}
-            seats.append(Seat(int(c.seed), MetricsWriter(rd.path, ids), failer(k), {"run_dir": str(rd.path)}))
-        finals = _train(cfg, data, net, trainer, seats, device, where)
+            seats.append(Seat(int(c.seed), MetricsWriter(rd.path, ids, append=found is not None), failer(k),
+                              {"run_dir": str(rd.path)}))
+        saver = checkpoint.Saver(cfg, device, [rd and rd.path for rd in rds],
+                                 [rd.run_id if rd is not None else found.run_ids[k] for k, rd in enumerate(rds)])
+        finals = _train(cfg, data, net, trainer, seats, device, where, saver, found)
         for k, final in enumerate(finals):
             if final is not None:
                 seats[k].writer.close()
                 rds[k].finish(final)
                 log.info("done: %s", final, extra={"run_dir": str(rds[k].path)})
-                outcomes[index[k]] = RunResult(final, "finished", rds[k].path, rds[k].run_id)
+                outcomes[index[k]] = RunResult(final, "finished", rds[k].path, rds[k].run_id,
+                                               found and found.epoch)
     except AllFailed:
         pass
     except BaseException as e:
         summary, details = failure_line(e, where), traceback.format_exc()
         for k, rd in enumerate(rds):
-            if k < len(seats) and not seats[k].active:
+            if rd is None or (k < len(seats) and not seats[k].active):
                 continue
             if k < len(seats):
                 seats[k].writer.abort()

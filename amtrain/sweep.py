@@ -272,9 +272,12 @@ def _report_outcome(sweep_dir: Path, job_dir: Path, outcome, failed_before: Opti
         reason = f"{first} (traceback in {failed})" if first else failure_line(outcome)
         log.info("job %s failed: %s", job_dir, reason)
         report(sweep_dir, job_dir, "failed", reason)
+    elif outcome.status == "finished":
+        resumed = getattr(outcome, "resumed_after", None)
+        report(sweep_dir, job_dir, "finished",
+               "" if resumed is None else f"went on from its checkpoint after epoch {resumed}")
     else:
-        report(sweep_dir, job_dir, "finished" if outcome.status == "finished" else "skipped",
-               "" if outcome.status == "finished" else "finished already (DONE); resume=false reruns it")
+        report(sweep_dir, job_dir, "skipped", "finished already (DONE); resume=false reruns it")
 
 
 def run_job(run: Callable, cfg: DictConfig, out_dir: Path, sweep_dir: Path, extra_files,

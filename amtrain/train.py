@@ -26,7 +26,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from amtrain.config import Mode, flat_keys, validate
+from amtrain import checkpoint
+from amtrain.config import ENVIRONMENT_KEYS, Mode, flat_keys, validate
 from amtrain.data import build_data
 from amtrain.errors import ConfigError, DivergenceError, failure_line
 from amtrain.metrics import MetricsWriter
@@ -41,15 +42,11 @@ class RunResult(dict):
     """The final metrics (``test/acc``, ...), and how the call ended: ``status`` is
     ``finished``, or ``skipped`` when the folder already held a finished run (its metrics)."""
 
-    def __init__(self, metrics: Mapping, status: str, out_dir: Path, run_id: Optional[str]):
+    def __init__(self, metrics: Mapping, status: str, out_dir: Path, run_id: Optional[str],
+                 resumed_after: Optional[int] = None):
         super().__init__(metrics)
         self.status, self.out_dir, self.run_id = status, Path(out_dir), run_id
-
-
-# Keys that say where and how a run executes, not what it computes: a finished run is reused
-# on resume when every other key of its config.yaml equals the config asked for.
-ENVIRONMENT_KEYS = frozenset({"dataset.root", "dataset.download", "device", "threads", "progress", "resume",
-                              "seeds_per_process", "name"})
+        self.resumed_after = resumed_after  # the epoch of the checkpoint a stopped run went on from
 
 
 def reusable(rd: RunDir, cfg: DictConfig) -> None:
@@ -138,24 +135,50 @@ def run(cfg: DictConfig, out_dir, extra_files: Optional[Mapping[str, str]] = Non
             log.info("skipping %s: already finished (DONE); resume=false reruns it", out_dir)
             return RunResult({k: v for k, v in final.items() if k != "run_id"}, "skipped", out_dir,
                              final.get("run_id"))
-        run_id = rd.begin(config_yaml, extra_files)
-        return RunResult(_run_locked(cfg, rd), "finished", out_dir, run_id)
+        found, why = stopped_run(rd, cfg)
+        if found is None:
+            rd.begin(config_yaml, extra_files)
+        final = _run_locked(cfg, rd, found, why)
+        return RunResult(final, "finished", out_dir, rd.run_id, found and found.epoch)
 
 
-def _run_locked(cfg: DictConfig, rd: RunDir) -> Dict[str, float]:
+def stopped_run(rd: RunDir, cfg: DictConfig):
+    """(checkpoint, None) when the unfinished run in ``rd`` goes on from its checkpoint (the folder
+    is reopened for it), else (None, why it does not; None: there was no checkpoint)."""
+    if not cfg.resume or rd.finished:
+        return None, None
+    try:
+        device = resolve_device(cfg.device)
+    except ConfigError:
+        return None, None  # said by the run itself
+    found, why = checkpoint.find(rd.path, cfg, device, rd.begun_id)
+    if found is not None:
+        try:
+            rd.reopen(found.run_ids[0], found.offsets[0])
+        except ValueError as e:
+            return None, str(e)
+    return found, why
+
+
+def _run_locked(cfg: DictConfig, rd: RunDir, found: Optional[checkpoint.Checkpoint] = None,
+                why: Optional[str] = None) -> Dict[str, float]:
+    """Train in the locked folder ``rd``: a new run (begun), or one going on from ``found``
+    (reopened). ``why``: why a checkpoint there was not used (said in train.log)."""
     out_dir = rd.path
     handler = _attach_log(out_dir)
-    if rd.superseded is not None:
-        log.info("moved the earlier outputs of %s to %s", out_dir, rd.superseded)
+    _say_resume(rd, found, why)
     writer = None
     where = {"epoch": 0, "step": 0}
     try:
         seed_everything(cfg.seed, cfg.deterministic)
         device = resolve_device(cfg.device)
         data = build_data(cfg.dataset).to(device)
-        net = build_model(cfg.model, data.in_shape, data.n_classes).to(device)
         mode = Mode(cfg.mode)
-        trainer = build_trainer(cfg.optim, cfg.mu, mode, net)
+        if found is None:
+            net = build_model(cfg.model, data.in_shape, data.n_classes).to(device)
+            trainer = build_trainer(cfg.optim, cfg.mu, mode, net)
+        else:
+            net, trainer = found.objects()
         if trainer.full_batch and not hasattr(data, "x_train") and not getattr(trainer, "streams", False):
             raise ConfigError(f"optim={cfg.optim.name} is full batch and needs the training set in memory; "
                               f"dataset={cfg.dataset.name} is streamed: use admm or an online method")
@@ -164,8 +187,9 @@ def _run_locked(cfg: DictConfig, rd: RunDir) -> Dict[str, float]:
                  cfg.seed, device, torch.get_num_threads(), out_dir)
         ids = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
                "mode": mode.value, "seed": cfg.seed, "run_id": rd.run_id}
-        writer = MetricsWriter(out_dir, ids)
-        (final,) = _train(cfg, data, net, trainer, [Seat(cfg.seed, writer, _raise)], device, where)
+        writer = MetricsWriter(out_dir, ids, append=found is not None)
+        saver = checkpoint.Saver(cfg, device, [out_dir], [rd.run_id])
+        (final,) = _train(cfg, data, net, trainer, [Seat(cfg.seed, writer, _raise)], device, where, saver, found)
         writer.close()
         rd.finish(final)
         log.info("done: %s", final)
@@ -181,6 +205,18 @@ def _run_locked(cfg: DictConfig, rd: RunDir) -> Dict[str, float]:
     finally:
         log.removeHandler(handler)
         handler.close()
+
+
+def _say_resume(rd: RunDir, found, why: Optional[str], extra: Optional[Mapping] = None) -> None:
+    """train.log's first word on how this attempt starts (after ``_attach_log``)."""
+    if found is not None:
+        log.info("resuming %s from its checkpoint after epoch %d (step %d); what the stopped attempt wrote "
+                 "after it went to %s", rd.path, found.epoch, found.loop["step"], rd.superseded, extra=extra)
+        return
+    if why is not None:
+        log.info("not resuming from the checkpoint in %s: %s; starting again", rd.path, why, extra=extra)
+    if rd.superseded is not None:
+        log.info("moved the earlier outputs of %s to %s", rd.path, rd.superseded, extra=extra)
 
 
 class Seat:
@@ -215,10 +251,15 @@ def train_batches(data, batch_size: int, generators: List[torch.Generator], stac
         yield torch.stack([x for x, _ in batches]), torch.stack([y for _, y in batches])
 
 
-def _train(cfg, data, net, trainer, seats: List[Seat], device, where: Dict[str, int]) -> List[Optional[Dict]]:
+def _train(cfg, data, net, trainer, seats: List[Seat], device, where: Dict[str, int],
+           saver: Optional[checkpoint.Saver] = None,
+           start: Optional[checkpoint.Checkpoint] = None) -> List[Optional[Dict]]:
     """The training loop for one run, or for S seeds on a seed axis (``net.seeds``): per-seed
     losses, accuracies and evaluations are vectors over the seats. Returns each seat's final
-    metrics (None for a seat that failed)."""
+    metrics (None for a seat that failed).
+
+    ``saver`` writes checkpoints at epoch ends (when due); ``start``: the checkpoint this run
+    goes on from (``net`` and ``trainer`` are its own), else the loop starts at epoch 1."""
     stacked = getattr(net, "seeds", None) is not None
     generators = [torch.Generator().manual_seed(seat.seed) for seat in seats]
     bs, ev = cfg.batch_size, cfg.eval
@@ -251,8 +292,20 @@ def _train(cfg, data, net, trainer, seats: List[Seat], device, where: Dict[str, 
         if not any(seat.active for seat in seats):
             raise AllFailed()
 
-    final = test(epoch=0)
-    for epoch in range(1, cfg.epochs + 1):
+    first_epoch = 1
+    if start is None:
+        final = test(epoch=0)
+    else:  # the loop as it stood after epoch start.epoch
+        loop = start.loop
+        first_epoch, step, samples = loop["epoch"] + 1, loop["step"], loop["samples"]
+        clock.total, guard.first = loop["train_time"], loop["guard_first"]
+        for g, state in zip(generators, loop["generators"]):
+            g.set_state(state)
+        for seat, active in zip(seats, start.active):
+            seat.active = active
+        where.update(epoch=loop["epoch"], step=step)
+        start.restore_rng()
+    for epoch in range(first_epoch, cfg.epochs + 1):
         where["epoch"] = epoch
         if trainer.full_batch:  # one iteration over the whole training set (offline AM, ADMM, ...)
             before = trainer.train_metrics(data)  # the training set before this iteration (not timed)
@@ -310,6 +363,12 @@ def _train(cfg, data, net, trainer, seats: List[Seat], device, where: Dict[str, 
                 log.info("epoch %d%s: train loss %.4f acc %.4f | %s | %.1fs", epoch,
                          f" seed {seat.seed}" if stacked else "", t["loss"], t["acc"],
                          " ".join(f"{k} {v:.4f}" for k, v in f.items()), train_time, extra=seat.log_extra)
+        if saver is not None and epoch < cfg.epochs and saver.due():
+            loop = {"epoch": epoch, "step": step, "samples": samples, "train_time": train_time,
+                    "seeds": [seat.seed for seat in seats], "guard_first": guard.first,
+                    "generators": [g.get_state() for g in generators]}
+            saver.save(net, trainer, loop, [seat.writer.offset() if seat.active else 0 for seat in seats],
+                       [seat.active for seat in seats])
     for t, f in zip(train, final):
         f.update({"train/loss": t["loss"], "train/acc": t["acc"], "train_time": train_time})
     return [f if seat.active else None for seat, f in zip(seats, final)]

@@ -39,7 +39,8 @@ KEYS = ["dataset", "model", "optim", "mode", "variant", "split", "metric", "step
 
 # Keys that say where and how a run was executed, not what it computes: runs that differ
 # only in them are one variant (the seed is what the seeds of a cell differ in).
-HOW_RUN = ("seed", "dataset.root", "dataset.path", "progress", "device", "threads", "resume", "seeds_per_process")
+HOW_RUN = ("seed", "dataset.root", "dataset.path", "progress", "device", "threads", "resume", "seeds_per_process",
+           "checkpoint.every_minutes")
 
 
 def variant(run_dir: Path) -> dict:

@@ -87,6 +87,7 @@ BAD = [  # (overrides, words the line must hold)
     (["epochs=0"], "epochs=0 is out of range: it must be >= 1"),
     (["epochs=-2"], "epochs=-2 is out of range"),
     (["eval.batch_size=0"], "eval.batch_size=0 is out of range"),
+    (["checkpoint.every_minutes=-1"], "checkpoint.every_minutes=-1 is out of range: it must be >= 0"),
     (["optim.lr=-1"], "optim.lr=-1 is out of range: it must be > 0"),
     (["mu.mu0=-1"], "mu.mu0=-1 is out of range: it must be > 0"),
     (["optim.betas=[0.9]"], "optim.betas=[0.9] has 1 values: give exactly 2, each >= 0 and < 1"),

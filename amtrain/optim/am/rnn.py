@@ -164,6 +164,16 @@ class AMAdamRNN(Trainer):
             raise ConfigError("optim.compile=true compiles the fast code pass: drop optim.fast=false, or the compile")
         self.code_step = compiled(code_step_columns) if self.compile else code_step_columns
 
+    def __getstate__(self) -> dict:
+        """For a checkpoint (amtrain.checkpoint): a compiled pass is rebuilt on load, not pickled."""
+        state = dict(self.__dict__)
+        state.pop("code_step")
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.code_step = compiled(code_step_columns) if self.compile else code_step_columns
+
     def step(self, x, y):
         if self.fast and getattr(self.codes_cfg, "order", "topdown") != "jacobi":
             return self.step_columns(x, y)

@@ -172,6 +172,12 @@ class DiskArray:
     def __setitem__(self, sl: slice, value: torch.Tensor) -> None:
         self.mm[sl] = value.detach().to("cpu", torch.float32).numpy()
 
+    def __reduce__(self):
+        from amtrain.checkpoint import NotCheckpointable
+
+        raise NotCheckpointable(f"the per-sample state is in memory-mapped files ({self.shape[0]:,} rows, above "
+                                "optim.state_memory_gb): a stopped run starts again")
+
 
 class StreamRows:
     """The training inputs of a streamed dataset (HIGGS), read by row slices in file order."""
