@@ -29,14 +29,14 @@ folder, with the group's seeds and run ids; it resumes when the same seeds are r
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import random
+import shutil
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -110,12 +110,11 @@ class Saver:
         t0 = time.perf_counter()
         payload = dict(self.identity, run_ids=self.run_ids, offsets=offsets, active=active, loop=loop,
                        rng=rng_state(), objects=(net, trainer))
+        folders = [folder for folder, on in zip(self.folders, active) if on]
         try:
-            blob = io.BytesIO()
-            torch.save(payload, blob)
-            for folder, on in zip(self.folders, active):
-                if on:
-                    _write_atomic(folder / NAME, blob.getbuffer())
+            _write_atomic(folders[0] / NAME, lambda fh: torch.save(payload, fh))
+            for folder in folders[1:]:  # the other seeds of a batched group: the same bytes
+                _write_atomic(folder / NAME, lambda fh: _copy(folders[0] / NAME, fh))
         except Exception as e:  # state that cannot be pickled, a full disk, ...: the run goes on without
             self.off_reason = str(e) if isinstance(e, NotCheckpointable) else f"{type(e).__name__}: {e}"
             for folder in self.folders:
@@ -124,18 +123,25 @@ class Saver:
             log.warning("no more checkpoints for this run (it goes on): %s", self.off_reason)
             return
         self.last = time.monotonic()
-        size = blob.getbuffer().nbytes
-        log.info("checkpoint after epoch %d (step %d): %.1f MB in %.1f s", loop["epoch"], loop["step"],
-                 size / 2**20, time.perf_counter() - t0)
+        size = (folders[0] / NAME).stat().st_size
+        log.info("checkpoint after epoch %d (step %d): %.1f MB%s in %.1f s", loop["epoch"], loop["step"],
+                 size / 2**20, f" in each of {len(folders)} seed folders" if len(folders) > 1 else "",
+                 time.perf_counter() - t0)
 
 
-def _write_atomic(path: Path, blob) -> None:
+def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(fh)`` into ``path``'s temporary file, synced, then renamed over ``path``."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        fh.write(blob)
+        write(fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _copy(source: Path, fh: BinaryIO) -> None:
+    with open(source, "rb") as src:
+        shutil.copyfileobj(src, fh, 2**24)
 
 
 class Checkpoint:

@@ -283,12 +283,14 @@ def test_a_checkpoint_written_by_a_killed_save_is_never_half_there(tmp_path, mak
     cfg = make_cfg(*EVERY_EPOCH, "optim=sgd")
     original, calls = checkpoint._write_atomic, {"n": 0}
 
-    def write(path, blob):
+    def write(path, writer):
         calls["n"] += 1
         if calls["n"] == 2:  # the save after epoch 2 dies half-way through its temporary file
-            path.with_name(path.name + ".tmp").write_bytes(bytes(blob)[: len(blob) // 2])
+            original(path.with_name("whole"), writer)
+            blob = path.with_name("whole").read_bytes()
+            path.with_name(path.name + ".tmp").write_bytes(blob[: len(blob) // 2])
             raise Interrupted("SIGTERM")
-        original(path, blob)
+        original(path, writer)
 
     monkeypatch.setattr(checkpoint, "_write_atomic", write)
     with pytest.raises(Interrupted):
