@@ -169,6 +169,32 @@ def test_requeue_of_a_running_task_reruns_it_cleanly(slurm, tmp_path):
     assert (job / "train.log").read_text().count("run: dataset=") == 1
 
 
+def test_a_requeued_task_goes_on_from_its_checkpoint_to_the_numbers_of_a_clean_run(slurm, tmp_path):
+    """As above, with a checkpoint after every epoch: the requeued job goes on from the last one
+    its first attempt wrote before SLURM killed it, and ends with a clean run's numbers."""
+    args = ["-m", *LONG, "optim=sgd,adam", "seed=0", "checkpoint.every_minutes=0", *SLURM, "name=requeue_ckpt"]
+    sweep = tmp_path / "multirun" / "requeue_ckpt"
+    p = start(args, tmp_path, slurm)
+    job = wait_for_rows(sweep, "optim=sgd", 10)  # epoch 2 done: a checkpoint is there or coming
+    task = task_of(slurm, sweep, 0)
+    subprocess.run(["scontrol", "requeue", task], env=slurm, check=True)
+    deadline = time.time() + 30
+    while squeue(slurm).get(task) not in ("PENDING",) and time.time() < deadline:
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], env=slurm, check=True)
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    assert "2 jobs: 2 finished" in out and err == "", (out[-1500:], err[-1500:])
+    assert "went on from its checkpoint after epoch" in out
+    log = (job / "train.log").read_text()
+    assert log.count("from its checkpoint after epoch") == 1, log
+    assert [p.name.endswith("_after-checkpoint") for p in (job / ".superseded").iterdir()] == [True]
+    clean = amtrain("-m", *LONG, "optim=sgd", "seed=0", "name=requeue_clean", cwd=tmp_path, env=slurm)
+    assert clean.returncode == 0
+    pd.testing.assert_frame_equal(metrics(job), metrics(jobs(tmp_path / "multirun" / "requeue_clean")[0]))
+    assert pd.read_csv(job / "metrics.csv").run_id.nunique() == 1
+
+
 def test_a_job_stopped_at_its_time_limit_is_recorded_as_failed_with_the_reason(slurm, tmp_path):
     # two minutes of wall time; submitit asks SLURM for its warning signal 60 s before the end: the
     # job has the first 60 s to start Python and install the handler (30 s was not always enough
@@ -190,6 +216,35 @@ def test_a_job_stopped_at_its_time_limit_is_recorded_as_failed_with_the_reason(s
     assert failed.startswith("stopped by SLURM before the end, at epoch ") and "traceback in" in line, (line, failed)
     if "at epoch 0, step 0 " not in failed:  # the rows written so far are kept
         assert (job / "metrics.partial.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_job_requeued_at_its_time_limit_goes_on_from_its_checkpoint(slurm, tmp_path):
+    """hydra.launcher.max_num_timeout > 0: at SLURM's warning before the limit, submitit requeues
+    the job; each new attempt goes on from the last checkpoint, and the run ends with a clean run's
+    numbers under one run id. Slow (4-10 minutes): two-minute limits, two or more attempts."""
+    common = ["dataset=synthetic", "dataset.n_train=20000", "dataset.n_test=300", "device=cpu", "progress=false",
+              "eval.first_epoch_batches=0", "batch_size=50", "threads=1", "epochs=350", "optim=sgd,adam"]
+    args = ["-m", *common, "checkpoint.every_minutes=0", *SLURM, "hydra.launcher.timeout_min=2",
+            "hydra.launcher.signal_delay_s=60", "hydra.launcher.max_num_timeout=5", "name=limit_requeue"]
+    p = start(args, tmp_path, slurm)
+    deadline = time.time() + 900
+    while p.poll() is None and time.time() < deadline:  # release requeued tasks from SLURM's two-minute hold
+        for task, state in squeue(slurm).items():
+            if state == "PENDING" and "_" in task:
+                subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], env=slurm,
+                               capture_output=True)
+        time.sleep(2)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, (out[-1500:], err[-1500:])
+    assert "2 jobs: 2 finished" in out and "went on from its checkpoint after epoch" in out, out[-1500:]
+    clean = amtrain("-m", *common, "name=limit_clean", cwd=tmp_path, env=slurm, timeout=900)
+    assert clean.returncode == 0, clean.stderr
+    for job, reference in zip(jobs(tmp_path / "multirun" / "limit_requeue"), jobs(tmp_path / "multirun" / "limit_clean")):
+        log = (job / "train.log").read_text()
+        assert log.count("requeued by the launcher") >= 1 and log.count("from its checkpoint after epoch") >= 1
+        pd.testing.assert_frame_equal(metrics(job), metrics(reference))
+        assert pd.read_csv(job / "metrics.csv").run_id.nunique() == 1
 
 
 @pytest.mark.parametrize("override, expected", [
