@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -192,12 +193,21 @@ def _single(argv: List[str], overrides: List[str], cfg_only: bool) -> int:
     if cfg_only:
         return _hydra(argv)
     explicit = [o for o in overrides if _overrides_key(o) == "hydra.run.dir"]
+    again = list(argv)  # the command that goes on in the same folder
     if explicit:
-        ensure_writable(cfg.hydra.run.dir)
+        run_dir = ensure_writable(cfg.hydra.run.dir)
     else:  # the default runs/<date>/<time>_... is shared by runs started in the same second
-        argv = argv + [f"hydra.run.dir={_quote(str(claim_new(cfg.hydra.run.dir)))}"]
+        run_dir = claim_new(cfg.hydra.run.dir)
+        argv = argv + [f"hydra.run.dir={_quote(str(run_dir))}"]
+        again.append(f"hydra.run.dir={run_dir}")
     _last.update(error=None, result=None)
-    rc = _hydra(argv)
+    try:
+        rc = _hydra(argv)
+    except (KeyboardInterrupt, Interrupted):
+        if (run_dir / "checkpoint.pt").exists():  # a new folder each time unless named: say which to name
+            print(f"amtrain: {run_dir} has a checkpoint: `amtrain {' '.join(shlex.quote(a) for a in again)}` "
+                  "goes on from it", file=sys.stderr)
+        raise
     if _last["error"] is not None:
         raise _last["error"]
     result = _last["result"]
@@ -283,8 +293,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         code = e.exit_code
     except (KeyboardInterrupt, Interrupted) as e:
         how = e.how if isinstance(e, Interrupted) else "Ctrl-C"
-        print(f"amtrain: interrupted ({how}): a run that had started wrote FAILED and kept its partial metrics; "
-              "rerun the same command to resume", file=sys.stderr)
+        print(f"amtrain: interrupted ({how}): a run that had started wrote FAILED and kept its partial metrics "
+              "and checkpoint; rerun the same command to resume (a single run: into the same hydra.run.dir)",
+              file=sys.stderr)
         code = 143 if how == "SIGTERM" else 130
     sys.exit(code)
 

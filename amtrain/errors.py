@@ -54,7 +54,8 @@ def failure_line(e: BaseException, where=None) -> str:
         return message
     if isinstance(e, (KeyboardInterrupt, Interrupted)):
         how = e.how if isinstance(e, Interrupted) else "Ctrl-C"
-        return f"interrupted ({how}) {at}: rerun the same command to go on (from its checkpoint, if it wrote one)"
+        return (f"interrupted ({how}) {at}: rerun the same command (a single run: with hydra.run.dir= this "
+                "folder) to go on from its last checkpoint, if it wrote one")
     if type(e).__name__ == "UncompletedJobError":  # submitit, on SLURM's warning signal before the time limit
         return f"stopped by SLURM before the end, {at} ({message}): the job needs more than hydra.launcher.timeout_min"
     if isinstance(e, SystemExit):  # submitit requeues a preempted job by exiting; the requeued run resumes

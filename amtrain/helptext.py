@@ -36,7 +36,8 @@ Examples:
 Data root: dataset.root=DIR or the AMTRAIN_DATA environment variable.
 Each run writes config.yaml, metrics.csv, train.log and DONE into its folder; a folder
 with DONE is skipped if its config.yaml computes the same thing, refused if not
-(resume=false reruns it and moves the old outputs aside).
+(resume=false reruns it and moves the old outputs aside). A stopped run rerun into its
+folder goes on from its checkpoint.pt (checkpoint.every_minutes).
 Exit codes: 0 done, 2 bad input, 3 diverged, 75 folder in use elsewhere, 130 Ctrl-C."""
 
 

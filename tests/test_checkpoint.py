@@ -329,3 +329,29 @@ def test_a_method_that_draws_from_the_global_generators_goes_on_identically(tmp_
     torch.manual_seed(12345), np.random.seed(12345), random.seed(12345)  # whatever they are now
     assert run(cfg, tmp_path / "run").resumed_after == 2
     assert_went_on(tmp_path / "run", reference.out_dir)
+
+
+def test_a_single_run_stopped_by_sigterm_names_the_command_that_goes_on(tmp_path):
+    """A single run gets a new folder each time unless hydra.run.dir names one: on SIGTERM the
+    CLI prints the command with its folder, and that command goes on from the checkpoint."""
+    args = ["dataset=synthetic", "dataset.n_train=3000", "dataset.n_test=300", "device=cpu", "progress=false",
+            "eval.first_epoch_batches=0", "batch_size=50", "threads=1", "optim=sgd", "epochs=150",
+            "checkpoint.every_minutes=0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen(amtrain_cmd() + args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("runs/*/*/checkpoint.pt")):
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 143, err
+    (folder,) = tmp_path.glob("runs/*/*")
+    hint = next(line for line in err.splitlines() if "has a checkpoint" in line)
+    command = hint.split("`")[1].split()
+    assert command[0] == "amtrain" and command[-1] == f"hydra.run.dir={folder.relative_to(tmp_path)}"
+    r = subprocess.run(amtrain_cmd() + command[1:], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"{folder.relative_to(tmp_path)} went on from its checkpoint after epoch" in r.stderr
+    assert (folder / "DONE").exists() and len(list(tmp_path.glob("runs/*/*"))) == 1
