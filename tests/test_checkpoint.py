@@ -355,3 +355,31 @@ def test_a_single_run_stopped_by_sigterm_names_the_command_that_goes_on(tmp_path
     assert r.returncode == 0, r.stderr
     assert f"{folder.relative_to(tmp_path)} went on from its checkpoint after epoch" in r.stderr
     assert (folder / "DONE").exists() and len(list(tmp_path.glob("runs/*/*"))) == 1
+
+
+def test_a_sweep_stopped_by_sigterm_goes_on_from_its_seed_groups_checkpoints(tmp_path):
+    """`amtrain -m ... seed=0,1,2` trains the three seeds in one process; SIGTERM once they have
+    checkpoints; the same command again goes on from them and matches an unstopped sweep."""
+    args = ["-m", "dataset=synthetic", "dataset.n_train=3000", "dataset.n_test=300", "device=cpu",
+            "progress=false", "eval.first_epoch_batches=0", "batch_size=50", "threads=1", "optim=am_adam",
+            "epochs=25", "seed=0,1,2", "checkpoint.every_minutes=0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    stopped = [*args, f"hydra.sweep.dir={tmp_path / 'stopped'}"]
+    p = subprocess.Popen(amtrain_cmd() + stopped, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((tmp_path / "stopped").glob("*/checkpoint.pt"))) < 3:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 143
+    folders = sorted(d for d in (tmp_path / "stopped").iterdir() if d.is_dir() and not d.name.startswith("."))
+    assert len(folders) == 3 and all((d / "FAILED").exists() for d in folders)
+    r = subprocess.run(amtrain_cmd() + stopped, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "3 jobs: 3 finished" in r.stdout and r.stdout.count("went on from its checkpoint after epoch") == 3
+    clean = subprocess.run(amtrain_cmd() + args + [f"hydra.sweep.dir={tmp_path / 'clean'}"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    for d in folders:
+        assert table(d).drop(columns=["run_id"]).equals(table(tmp_path / "clean" / d.name).drop(columns=["run_id"]))
+        assert "(on a seed axis with seeds [0, 1, 2])" in (d / "train.log").read_text()

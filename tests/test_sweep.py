@@ -65,7 +65,7 @@ def test_the_example_cluster_configs_compose_with_the_slurm_launcher(local, part
     cfg = compose_checked([f"+local={local}", "hydra/launcher=submitit_slurm", "optim=sgd"])
     launcher = cfg.hydra.launcher
     assert launcher.partition == partition and launcher.get("gpus_per_node") == gpus
-    assert launcher.max_num_timeout == 0 and launcher.timeout_min > 0
+    assert launcher.max_num_timeout == 3 and launcher.timeout_min > 0  # requeued at the limit, going on from a checkpoint
 
 
 # ----------------------------------------------------------------------------- a job stopped by its launcher
