@@ -23,6 +23,7 @@ from amtrain.errors import Interrupted
 from amtrain.rundir import run_ids
 from amtrain.seeds import run_seeds
 from amtrain.train import run
+from test_seeds import poison_seed_1
 
 EVERY_EPOCH = ["epochs=4", "checkpoint.every_minutes=0"]
 FULL_BATCH = ["model.batchnorm=false"]
@@ -141,18 +142,9 @@ def test_a_group_seed_that_had_diverged_starts_again_while_the_group_goes_on(tmp
     checkpoint, and seed 1 (FAILED, no checkpoint of its own) is trained again from the start."""
     from amtrain.optim.am.online import AMAdam
 
-    original, calls = AMAdam.step, {"n": 0}
-
-    def step(self, x, y):
-        out = original(self, x, y)
-        calls["n"] += 1
-        if self.net.seeds is not None and calls["n"] == 5:
-            with torch.no_grad():
-                self.net.head.weight[1] = float("nan")
-        return out
-
+    original = AMAdam.step
     cfgs = [make_cfg(*EVERY_EPOCH, "optim=am_adam", f"seed={s}") for s in (0, 1, 2)]
-    monkeypatch.setattr(AMAdam, "step", step)
+    calls = poison_seed_1(monkeypatch)
     references = run_seeds(cfgs, [tmp_path / f"ref{s}" for s in (0, 1, 2)])
     assert isinstance(references[1], Exception)
     dirs = [tmp_path / f"s{s}" for s in (0, 1, 2)]

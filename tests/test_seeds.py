@@ -168,9 +168,9 @@ def test_each_seed_writes_the_run_folder_of_its_single_run(tmp_path, optim):
             (single.out_dir / "config.yaml").read_text().split("\n", 1)[1]
 
 
-def test_a_diverging_seed_is_recorded_while_the_others_finish(tmp_path, monkeypatch):
-    """Seed 1's weights turn to NaN after its 5th step: it writes FAILED, seeds 0 and 2 go on
-    and end exactly as their single runs."""
+def poison_seed_1(monkeypatch, after: int = 5) -> dict:
+    """Turn the second seed's head weights of a batched AM-Adam run to NaN after its ``after``-th
+    step (single runs are left alone); returns the step counter, for a test to reset."""
     from amtrain.optim.am.online import AMAdam
 
     original = AMAdam.step
@@ -179,12 +179,19 @@ def test_a_diverging_seed_is_recorded_while_the_others_finish(tmp_path, monkeypa
     def step(self, x, y):
         out = original(self, x, y)
         calls["n"] += 1
-        if self.net.seeds is not None and calls["n"] == 5:
+        if self.net.seeds is not None and calls["n"] == after:
             with torch.no_grad():
                 self.net.head.weight[1] = float("nan")
         return out
 
     monkeypatch.setattr(AMAdam, "step", step)
+    return calls
+
+
+def test_a_diverging_seed_is_recorded_while_the_others_finish(tmp_path, monkeypatch):
+    """Seed 1's weights turn to NaN after its 5th step: it writes FAILED, seeds 0 and 2 go on
+    and end exactly as their single runs."""
+    poison_seed_1(monkeypatch)
     cfgs = [compose(TINY + RUN + ["optim=am_adam", f"seed={s}"]) for s in SEEDS]
     outcomes = run_seeds(cfgs, [tmp_path / f"b{s}" for s in SEEDS])
     assert outcomes[0].status == outcomes[2].status == "finished"

@@ -147,11 +147,11 @@ def test_scancel_mid_sweep_then_the_same_command_reruns_only_that_job_exactly(sl
     pd.testing.assert_frame_equal(metrics(adam_job), metrics(jobs(tmp_path / "multirun" / "clean")[0]))
 
 
-def test_requeue_of_a_running_task_reruns_it_cleanly(slurm, tmp_path):
-    args = ["-m", *LONG, "optim=sgd,adam", "seed=0", *SLURM, "name=requeue"]
-    sweep = tmp_path / "multirun" / "requeue"
+def requeued(slurm, tmp_path, args, sweep: Path, rows: int):
+    """Start the sweep ``args``, `scontrol requeue` its SGD task once its CSV has ``rows`` lines,
+    and let the sweep end: (that job's folder, stdout, stderr), the sweep having exited 0."""
     p = start(args, tmp_path, slurm)
-    job = wait_for_rows(sweep, "optim=sgd", 6)
+    job = wait_for_rows(sweep, "optim=sgd", rows)
     task = task_of(slurm, sweep, 0)
     subprocess.run(["scontrol", "requeue", task], env=slurm, check=True)
     # SLURM holds a requeued batch job for two minutes before it is eligible again: release it now
@@ -161,6 +161,13 @@ def test_requeue_of_a_running_task_reruns_it_cleanly(slurm, tmp_path):
     subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], env=slurm, check=True)
     out, err = p.communicate(timeout=240)
     assert p.returncode == 0, err
+    return job, out, err
+
+
+def test_requeue_of_a_running_task_reruns_it_cleanly(slurm, tmp_path):
+    args = ["-m", *LONG, "optim=sgd,adam", "seed=0", *SLURM, "name=requeue"]
+    sweep = tmp_path / "multirun" / "requeue"
+    job, out, err = requeued(slurm, tmp_path, args, sweep, rows=6)
     assert "2 jobs: 2 finished" in out and err == ""
     assert len(list((job / ".superseded").iterdir())) == 1  # the killed attempt, moved aside before the rerun
     df = pd.read_csv(job / "metrics.csv")
@@ -174,16 +181,7 @@ def test_a_requeued_task_goes_on_from_its_checkpoint_to_the_numbers_of_a_clean_r
     its first attempt wrote before SLURM killed it, and ends with a clean run's numbers."""
     args = ["-m", *LONG, "optim=sgd,adam", "seed=0", "checkpoint.every_minutes=0", *SLURM, "name=requeue_ckpt"]
     sweep = tmp_path / "multirun" / "requeue_ckpt"
-    p = start(args, tmp_path, slurm)
-    job = wait_for_rows(sweep, "optim=sgd", 10)  # epoch 2 done: a checkpoint is there or coming
-    task = task_of(slurm, sweep, 0)
-    subprocess.run(["scontrol", "requeue", task], env=slurm, check=True)
-    deadline = time.time() + 30
-    while squeue(slurm).get(task) not in ("PENDING",) and time.time() < deadline:
-        time.sleep(0.2)
-    subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], env=slurm, check=True)
-    out, err = p.communicate(timeout=240)
-    assert p.returncode == 0, err
+    job, out, err = requeued(slurm, tmp_path, args, sweep, rows=10)  # epoch 2 done: a checkpoint is there
     assert "2 jobs: 2 finished" in out and err == "", (out[-1500:], err[-1500:])
     assert "went on from its checkpoint after epoch" in out
     log = (job / "train.log").read_text()
