@@ -294,8 +294,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     except (KeyboardInterrupt, Interrupted) as e:
         how = e.how if isinstance(e, Interrupted) else "Ctrl-C"
         print(f"amtrain: interrupted ({how}): a run that had started wrote FAILED and kept its partial metrics "
-              "and checkpoint; rerun the same command to resume (a single run: into the same hydra.run.dir)",
-              file=sys.stderr)
+              "(and checkpoint, if it wrote one); rerun the same command to resume (a single run: into the same "
+              "hydra.run.dir)", file=sys.stderr)
         code = 143 if how == "SIGTERM" else 130
     sys.exit(code)
 

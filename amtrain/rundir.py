@@ -6,13 +6,17 @@ second process that finds it held is told the run is in progress elsewhere
 (:class:`~amtrain.errors.FolderBusy`) and touches nothing.
 
 Under the lock, a run that starts in a folder that already holds outputs (a finished run
-rerun with ``resume=false``, or an unfinished attempt being resumed) first moves them to
+rerun with ``resume=false``, or an unfinished attempt that starts again) first moves them to
 ``<dir>/.superseded/<time>_<old run id>/``: nothing is deleted, and nothing new is written
 beside another run's files. Then every file of the new run carries its run id:
 
 * ``config.yaml`` starts with the line ``# amtrain run <id>``;
 * ``metrics.csv`` has a ``run_id`` column;
 * ``DONE`` starts with ``run_id=<id>``, then the final metrics.
+
+A stopped run that goes on from its checkpoint (:mod:`amtrain.checkpoint`) keeps its run id
+instead: :meth:`RunDir.reopen` cuts ``metrics.partial.csv`` back to the checkpoint and moves
+what came after it aside, under the same lock.
 
 :func:`run_ids` reads the three back, so ``scripts/aggregate.py`` can refuse a folder whose
 files come from different runs. This module needs neither torch nor Hydra.
