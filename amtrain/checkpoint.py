@@ -147,8 +147,8 @@ def _copy(source: Path, fh: BinaryIO) -> None:
 class Checkpoint:
     """A loaded ``checkpoint.pt`` that :func:`find` judged usable."""
 
-    def __init__(self, payload: dict, path: Path):
-        self.payload, self.path = payload, path
+    def __init__(self, payload: dict):
+        self.payload = payload
         self.run_ids: List[str] = payload["run_ids"]
         self.offsets: List[int] = payload["offsets"]
         self.active: List[bool] = payload["active"]
@@ -205,7 +205,7 @@ def find(folder: Path, cfg: DictConfig, device: torch.device,
                       "they are rerun together (the same sweep)")
     if payload["run_ids"][0] != run_id or payload["loop"]["seeds"] != [int(cfg.seed)]:
         return None, "it belongs to another run than the folder's config.yaml"
-    return Checkpoint(payload, Path(folder) / NAME), None
+    return Checkpoint(payload), None
 
 
 def find_group(folders: Sequence[Path], cfgs: Sequence[DictConfig], device: torch.device,
@@ -235,4 +235,4 @@ def find_group(folders: Sequence[Path], cfgs: Sequence[DictConfig], device: torc
             return None, [], ("the seeds of its batched group are not all rerun together with the same checkpoint "
                               f"(seat {seat}'s folder is missing or differs)")
         members.append(k)
-    return Checkpoint(group, Path(folders[first]) / NAME), members, None
+    return Checkpoint(group), members, None
