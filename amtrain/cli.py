@@ -23,7 +23,7 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -69,14 +69,17 @@ def compose_checked(overrides: List[str]) -> DictConfig:
     try:
         cfg = compose(overrides, hydra_node=True)
     except Exception as e:  # Hydra and OmegaConf raise many types here
-        raise ConfigError(explain(e)) from None
+        raise ConfigError(explain(e, overrides)) from None
     validate(cfg, OmegaConf.to_container(cfg.hydra.runtime.choices))
     return cfg
 
 
-def explain(err: Exception) -> str:
-    """One line naming the problem in a composition error, and the fix."""
+def explain(err: Exception, overrides: Sequence[str] = ()) -> str:
+    """One line naming the problem in a composition error (``overrides``: the command line's), and the fix."""
     text = str(err)
+    if text.startswith("Config group override must be a string or a list. Got NoneType"):
+        group = next((o.split("=")[0] for o in overrides if re.fullmatch(r"[\w/]+=null", o)), "GROUP")
+        return f"{group}=null: a config group is left out with ~{group} (Hydra's delete), not set to null"
     m = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
     if m:
         group, option = m.group(1), m.group(2)

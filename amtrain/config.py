@@ -638,7 +638,7 @@ def _internal_group_checks(cfg: DictConfig, choices: Mapping[str, Optional[str]]
         if chosen is not None and chosen != expected[group]:
             out.append(f"{group}={chosen} does not belong to this run (optim={optim}, model={model}, mode={mode}; "
                        f"it would be {group}={expected[group]}): drop the {group}= override, it is picked "
-                       f"automatically, or give {group}=null")
+                       f"automatically, or give ~{group} to run without it")
     return out
 
 

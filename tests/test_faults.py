@@ -97,6 +97,7 @@ BAD = [  # (overrides, words the line must hold)
     (["optim.codes.iters=-3"], "optim.codes.iters=-3 is out of range: it must be >= 0"),
     (["+foo=1"], "unknown config key 'foo'"),
     (["tuned=sgd_mlp_2x100_release"], "tuned=sgd_mlp_2x100_release does not belong to this run"),
+    (["tuned=null"], "tuned=null: a config group is left out with ~tuned (Hydra's delete), not set to null"),
     # more of the same kind
     (["optim=sgd", "optim.momentum=1.5"], "optim.momentum=1.5 is out of range: it must be >= 0 and < 1"),
     (["optim=sgd", "optim.nesterov=true"], "optim.nesterov=true needs optim.momentum > 0"),
