@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -202,6 +203,30 @@ def test_a_changed_amtrain_or_a_corrupt_checkpoint_starts_again(tmp_path, make_c
     run(cfg, folder)
     _started_again(folder, "it cannot be read")
     assert table(folder).drop(columns=["run_id"]).equals(table(reference.out_dir).drop(columns=["run_id"]))
+
+
+def test_the_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
+    """A requeued job goes on after a comment or docstring was edited, not after any other edit."""
+    src = tmp_path / "pkg"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "__init__.py").write_text("")
+    module = src / "sub" / "step.py"
+    module.write_text('"""Step."""\n\ndef step(x):\n    """Doc."""\n    return x * 0.5  # halve\n')
+    before = checkpoint.source_fingerprint(src)
+    same = ['"""Step, edited."""\n\n\ndef step(x):\n    """Another doc."""\n    # a new comment\n'
+            '    return (x *\n            0.5)\n',
+            'def step(x):\n    return x * 0.5\n']
+    for text in same:
+        module.write_text(text)
+        assert checkpoint.source_fingerprint(src) == before, text
+    for text in ['def step(x):\n    return x * 0.25\n', 'def step(y):\n    return y * 0.5\n',
+                 'def step(x):\n    """Doc."""\n    "not a docstring"\n    return x * 0.5\n']:
+        module.write_text(text)
+        assert checkpoint.source_fingerprint(src) != before, text
+    module.write_text('def step(x):\n    return x * 0.5\n')
+    module.rename(src / "sub" / "renamed.py")
+    assert checkpoint.source_fingerprint(src) != before
+    assert checkpoint.code_fingerprint() == checkpoint.source_fingerprint(Path(checkpoint.__file__).parent)
 
 
 def test_resume_false_starts_again_and_keeps_the_checkpoint_aside(tmp_path, make_cfg, monkeypatch):
