@@ -31,7 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from amtrain import sweep
-from amtrain.config import register_configs, validate
+from amtrain.config import OPTIONAL_GROUPS, REQUIRED_GROUPS, register_configs, validate
 from amtrain.errors import AmtrainError, ConfigError, Interrupted
 from amtrain.rundir import claim_new, ensure_writable
 
@@ -64,22 +64,42 @@ def compose(overrides: List[str], config_name: str = "config", hydra_node: bool 
         return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_node)
 
 
+def check_deletions(overrides: Sequence[str]) -> None:
+    """``~key`` and ``group=null`` leave a key or a config group out. Only the optional groups may be
+    left out; anything else would fail later, inside Hydra or the run, with no word on the key."""
+    from amtrain.helptext import group_options
+
+    for o in overrides:
+        key, _, value = o.lstrip("+").partition("=")
+        deleted = key.startswith("~")
+        key = key.lstrip("~")
+        if not deleted and not (value == "null" and key in REQUIRED_GROUPS + OPTIONAL_GROUPS):
+            continue
+        if key in REQUIRED_GROUPS:
+            raise ConfigError(f"{o}: a run cannot go without its {key}; choose one with {key}=NAME: "
+                              f"{', '.join(group_options(key))}")
+        if key in OPTIONAL_GROUPS:
+            if not deleted:
+                raise ConfigError(f"{o}: a config group is left out with ~{key} (Hydra's delete), not set to null")
+            continue
+        raise ConfigError(f"{o} deletes a setting every run needs: give it a value ({key}=...) instead; "
+                          "`amtrain --help` lists every key and its default")
+
+
 def compose_checked(overrides: List[str]) -> DictConfig:
     """compose + validate, with the ``hydra`` node; any problem is one ConfigError line."""
+    check_deletions(overrides)
     try:
         cfg = compose(overrides, hydra_node=True)
     except Exception as e:  # Hydra and OmegaConf raise many types here
-        raise ConfigError(explain(e, overrides)) from None
+        raise ConfigError(explain(e)) from None
     validate(cfg, OmegaConf.to_container(cfg.hydra.runtime.choices))
     return cfg
 
 
-def explain(err: Exception, overrides: Sequence[str] = ()) -> str:
-    """One line naming the problem in a composition error (``overrides``: the command line's), and the fix."""
+def explain(err: Exception) -> str:
+    """One line naming the problem in a composition error, and the fix."""
     text = str(err)
-    if text.startswith("Config group override must be a string or a list. Got NoneType"):
-        group = next((o.split("=")[0] for o in overrides if re.fullmatch(r"[\w/]+=null", o)), "GROUP")
-        return f"{group}=null: a config group is left out with ~{group} (Hydra's delete), not set to null"
     m = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
     if m:
         group, option = m.group(1), m.group(2)

@@ -458,6 +458,9 @@ ENVIRONMENT_KEYS = frozenset({"dataset.root", "dataset.download", "device", "thr
 
 # Config groups picked automatically from the others; a user never chooses them.
 INTERNAL_GROUPS = ("mode_defaults", "tuned")
+# The config groups every run has one of, and those it may go without (``~group``)
+REQUIRED_GROUPS = ("dataset", "model", "optim", "mu", "mode")
+OPTIONAL_GROUPS = ("experiment", "local") + INTERNAL_GROUPS
 
 
 def flat_keys(node: Any, prefix: str = "") -> dict:

@@ -12,9 +12,9 @@ from typing import Callable, Dict, List
 
 from omegaconf import DictConfig
 
-from amtrain.config import INTERNAL_GROUPS, help_lines
+from amtrain.config import INTERNAL_GROUPS, REQUIRED_GROUPS, help_lines
 
-PUBLIC_GROUPS = ("dataset", "model", "optim", "mu", "mode", "experiment")
+PUBLIC_GROUPS = REQUIRED_GROUPS + ("experiment",)
 
 HEADER = """\
 amtrain: train networks without backprop's chain rule, by online alternating minimization

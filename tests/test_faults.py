@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amtrain.cli import command as amtrain_cmd
+from amtrain.cli import command as amtrain_cmd, compose_checked
+from amtrain.errors import ConfigError
 from amtrain.data import fake
 from conftest import TINY
 
@@ -97,7 +98,7 @@ BAD = [  # (overrides, words the line must hold)
     (["optim.codes.iters=-3"], "optim.codes.iters=-3 is out of range: it must be >= 0"),
     (["+foo=1"], "unknown config key 'foo'"),
     (["tuned=sgd_mlp_2x100_release"], "tuned=sgd_mlp_2x100_release does not belong to this run"),
-    (["tuned=null"], "tuned=null: a config group is left out with ~tuned (Hydra's delete), not set to null"),
+    (["~seed"], "~seed deletes a setting every run needs: give it a value (seed=...) instead"),
     # more of the same kind
     (["optim=sgd", "optim.momentum=1.5"], "optim.momentum=1.5 is out of range: it must be >= 0 and < 1"),
     (["optim=sgd", "optim.nesterov=true"], "optim.nesterov=true needs optim.momentum > 0"),
@@ -151,6 +152,26 @@ def test_a_bad_value_is_one_line_and_exit_2(unchanged, overrides, expected):
     r = amtrain(*overrides, cwd=unchanged)
     one_line(r, 2, "amtrain: error:", expected)
     assert not (unchanged / "runs").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("~seed", "~seed deletes a setting every run needs: give it a value (seed=...) instead"),
+    ("~optim.lr", "~optim.lr deletes a setting every run needs: give it a value (optim.lr=...) instead"),
+    ("~optim", "~optim: a run cannot go without its optim; choose one with optim=NAME: adam, admm, am_adam,"),
+    ("model=null", "model=null: a run cannot go without its model; choose one with model=NAME: binary_mlp,"),
+    ("tuned=null", "tuned=null: a config group is left out with ~tuned (Hydra's delete), not set to null"),
+    ("experiment=null", "experiment=null: a config group is left out with ~experiment"),
+])
+def test_deleting_a_key_or_group_a_run_needs_is_one_line(override, expected):
+    """Before, ~seed reached the run as a traceback and tuned=null as a Hydra message naming no key."""
+    with pytest.raises(ConfigError) as e:
+        compose_checked(["optim=adam", override])
+    assert str(e.value).startswith(expected) and "\n" not in str(e.value)
+
+
+def test_the_optional_groups_may_be_left_out():
+    assert compose_checked(["optim=adam", "~tuned"]).optim.lr == 0.003  # the optim file's, not the tuned 0.001
+    assert compose_checked(["optim=adam", "~mode_defaults", "~experiment"]).optim.lr == 0.001
 
 
 @pytest.mark.parametrize("args, expected", [
