@@ -600,6 +600,10 @@ def _cross_checks(cfg: DictConfig) -> List[str]:
     if ds is not None and ds.get("train_size") and ds.get("val_size") and ds.val_size >= ds.train_size:
         out.append(f"dataset.val_size={ds.val_size} leaves nothing to train on from dataset.train_size={ds.train_size}: "
                    "make val_size smaller")
+    name = cfg.get("name")
+    if name is not None and (not str(name).strip() or ".." in str(name).split("/")):
+        out.append(f"name='{name}' is not a sweep name (its jobs go to multirun/<name>/): give one, such as "
+                   "name=fig1")
     optim = cfg.get("optim")
     out += _model_checks(cfg)
     if optim is not None and "eps_min" in optim and optim.eps_min > optim.eps0:

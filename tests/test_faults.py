@@ -98,6 +98,7 @@ BAD = [  # (overrides, words the line must hold)
     (["optim.codes.iters=-3"], "optim.codes.iters=-3 is out of range: it must be >= 0"),
     (["+foo=1"], "unknown config key 'foo'"),
     (["tuned=sgd_mlp_2x100_release"], "tuned=sgd_mlp_2x100_release does not belong to this run"),
+    (["name="], "name='' is not a sweep name (its jobs go to multirun/<name>/): give one, such as name=fig1"),
     (["~seed"], "~seed deletes a setting every run needs: give it a value (seed=...) instead"),
     # more of the same kind
     (["optim=sgd", "optim.momentum=1.5"], "optim.momentum=1.5 is out of range: it must be >= 0 and < 1"),
@@ -161,9 +162,11 @@ def test_a_bad_value_is_one_line_and_exit_2(unchanged, overrides, expected):
     ("model=null", "model=null: a run cannot go without its model; choose one with model=NAME: binary_mlp,"),
     ("tuned=null", "tuned=null: a config group is left out with ~tuned (Hydra's delete), not set to null"),
     ("experiment=null", "experiment=null: a config group is left out with ~experiment"),
+    ("name=../..", "name='../..' is not a sweep name (its jobs go to multirun/<name>/)"),
 ])
-def test_deleting_a_key_or_group_a_run_needs_is_one_line(override, expected):
-    """Before, ~seed reached the run as a traceback and tuned=null as a Hydra message naming no key."""
+def test_deleting_what_a_run_needs_or_a_sweep_name_out_of_multirun_is_one_line(override, expected):
+    """Before, ~seed reached the run as a traceback, tuned=null was a Hydra message naming no key,
+    and name= or name=../.. put a sweep's jobs straight into multirun/ or outside it."""
     with pytest.raises(ConfigError) as e:
         compose_checked(["optim=adam", override])
     assert str(e.value).startswith(expected) and "\n" not in str(e.value)
