@@ -6,14 +6,41 @@ scripts and the report read them through these helpers.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pandas as pd
+
+from amtrain.errors import OutputError
+from amtrain.rundir import ensure_writable
 
 METHOD_LABELS = {"am_adam": "AM-Adam", "am_mem": "AM-mem", "sgd": "SGD", "adam": "Adam",
                  "am_adam_off": "AM-Adam-off", "am_mem_off": "AM-mem-off", "admm": "ADMM",
                  "dladmm": "dlADMM", "mdlam": "mDLAM", "bcd": "BCD"}
+
+
+def writable_file(path, fix: str) -> Path:
+    """``path`` as a file that can be written (its folder created); one-line OutputError if not."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder, not a file: {fix}")
+    ensure_writable(path.parent, "output folder", fix)
+    return path
+
+
+def write_atomically(path, write: Callable[[Path], None], fix: str) -> None:
+    """``write(tmp)``, then ``tmp`` renamed over ``path``: a reader, or a run stopped half-way, never
+    leaves half a CSV or report; the old file stays until the new one is whole."""
+    path = writable_file(path, fix)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f"cannot write {path} ({e.strerror or type(e).__name__}): {fix}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load(path) -> Optional[pd.DataFrame]:

@@ -31,6 +31,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from amtrain.config import flat_keys
+from amtrain.errors import OutputError
+from amtrain.results import writable_file, write_atomically
 from amtrain.rundir import run_ids
 from amtrain.sweep import expand, job_dirname
 
@@ -178,11 +180,15 @@ def main(argv=None) -> None:
     p.add_argument("-o", "--out", required=True)
     p.add_argument("--figure", default=None, help="a figure name to put in a first column")
     args = p.parse_args(argv)
-    agg = aggregate(load(args.dirs))
-    if args.figure:
-        agg.insert(0, "figure", args.figure)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    agg.to_csv(args.out, index=False, float_format="%.6g")
+    fix = "choose another -o"
+    try:
+        writable_file(args.out, fix)  # before reading every run
+        agg = aggregate(load(args.dirs))
+        if args.figure:
+            agg.insert(0, "figure", args.figure)
+        write_atomically(args.out, lambda tmp: agg.to_csv(tmp, index=False, float_format="%.6g"), fix)
+    except OutputError as e:
+        raise SystemExit(f"aggregate: error: {e}") from None
     print(f"wrote {args.out}: {len(agg)} rows from {agg.n_seeds.max()} seeds at most")
 
 

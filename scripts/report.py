@@ -25,7 +25,8 @@ import pandas as pd
 import yaml
 
 from amtrain.results import METHOD_LABELS as LABELS
-from amtrain.results import end_of_epochs, end_of_run, load, select
+from amtrain.errors import OutputError
+from amtrain.results import end_of_epochs, end_of_run, load, select, writable_file, write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,6 +198,14 @@ def main(argv=None) -> None:
     primary = Path(a.results)
     fallback = Path(a.fallback) if a.fallback else None
     out = Path(a.out or primary / "REPORT.md")
+    for folder, flag in ((primary, "--results"), (fallback, "--fallback")):
+        if folder is not None and not folder.is_dir():
+            raise SystemExit(f"report: error: {flag} {folder} is not a folder: give the folder of the aggregated "
+                             "CSVs (results/quick or results/full)")
+    try:
+        writable_file(out, "choose another --out")
+    except OutputError as e:
+        raise SystemExit(f"report: error: {e}") from None
     plan = yaml.safe_load((REPO / "conf" / "reproduce.yaml").read_text())["figures"]
     claims = yaml.safe_load((REPO / "scripts" / "paper_claims.yaml").read_text())
     rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
@@ -261,8 +270,10 @@ def main(argv=None) -> None:
         lines.append("")
     lines.insert(4, f"Checks: {verdicts['reproduced']} reproduced, {verdicts['differs']} differ, "
                     f"{verdicts['other']} not run (no data or outside the budget).\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    try:
+        write_atomically(out, lambda tmp: tmp.write_text("\n".join(lines) + "\n"), "choose another --out")
+    except OutputError as e:
+        raise SystemExit(f"report: error: {e}") from None
     print(f"wrote {out}")
 
 

@@ -288,6 +288,41 @@ def test_aggregate_refuses_files_from_different_runs_and_malformed_csvs(tmp_path
     nowhere = subprocess.run([sys.executable, str(AGGREGATE), str(tmp_path / "nowhere"), "-o", "o.csv"],
                              capture_output=True, text=True)
     assert nowhere.returncode != 0 and "Traceback" not in nowhere.stderr and "is not a folder" in nowhere.stderr
+    # outputs it cannot write are one line, said before reading any run
+    (tmp_path / "file").write_text("")
+    for out, line in ((tmp_path / "sweep", f"{tmp_path / 'sweep'} is a folder, not a file: choose another -o"),
+                      (tmp_path / "file" / "o.csv",
+                       f"the output folder {tmp_path / 'file'} is a file, not a folder: choose another -o")):
+        bad = subprocess.run([sys.executable, str(AGGREGATE), str(tmp_path / "sweep"), "-o", str(out)],
+                             capture_output=True, text=True)
+        assert bad.returncode != 0 and bad.stderr.strip() == f"aggregate: error: {line}", bad.stderr
+    report = [sys.executable, str(Path(AGGREGATE).with_name("report.py"))]
+    bad = subprocess.run(report + ["--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.md")],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr.strip() == (f"report: error: --results {tmp_path / 'nowhere'} is not a "
+                                                          "folder: give the folder of the aggregated CSVs "
+                                                          "(results/quick or results/full)")
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_a_result_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """aggregate.py and report.py write through write_atomically: a write that fails half-way
+    leaves the old CSV as it was, and no temporary file behind."""
+    from amtrain.errors import OutputError
+    from amtrain.results import write_atomically
+
+    out = tmp_path / "fig.csv"
+    out.write_text("old,whole\n")
+
+    def torn(tmp):
+        tmp.write_text("new,ha")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OutputError, match="cannot write .*fig.csv \\(No space left on device\\): choose another -o"):
+        write_atomically(out, torn, "choose another -o")
+    assert out.read_text() == "old,whole\n" and [p.name for p in tmp_path.iterdir()] == ["fig.csv"]
+    write_atomically(out, lambda tmp: tmp.write_text("new,whole\n"), "choose another -o")
+    assert out.read_text() == "new,whole\n" and [p.name for p in tmp_path.iterdir()] == ["fig.csv"]
 
 
 # ----------------------------------------------------------------------------- divergence and bad data

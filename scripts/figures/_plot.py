@@ -17,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from amtrain.results import METHOD_LABELS, end_of_epochs, load as load_csv, select  # noqa: E402
+from amtrain.errors import OutputError  # noqa: E402
+from amtrain.results import METHOD_LABELS, end_of_epochs, load as load_csv, select, write_atomically  # noqa: E402
 
 LABELS = {**METHOD_LABELS, "admm": "ADMM (Taylor et al.)"}
 COLORS = {"am_adam": "C3", "am_mem": "C1", "sgd": "C0", "adam": "C2", "am_adam_off": "C5", "am_mem_off": "C4",
@@ -43,7 +44,10 @@ def run(argv, doc: str, name: str, sweeps: List[str], draw) -> List[Path]:
     df = load(a.results, sweeps[0])
     if df is None:
         return missing(a.results, name, sweeps)
-    return draw(select(df), a)
+    try:
+        return draw(select(df), a)
+    except OutputError as e:
+        raise SystemExit(f"{name}: error: {e}") from None
 
 
 def load(results: Path, sweep: str) -> Optional[pd.DataFrame]:
@@ -110,11 +114,13 @@ def save(fig, results: Path, name: str, note: str) -> List[Path]:
     fig.text(0.01, 0.005, note, fontsize=7, va="bottom", ha="left", color="0.3")
     fig.tight_layout(rect=(0, 0.03 + 0.025 * note.count("\n"), 1, 1))
     out = Path(results) / "figures"
-    out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1], metadata={"CreationDate": None})  # reproducible bytes: redraws leave git clean
-    plt.close(fig)
+    try:  # each file whole or not at all (an interrupted redraw keeps the old figure)
+        write_atomically(paths[0], lambda tmp: fig.savefig(tmp, format="png", dpi=150), "choose another --results")
+        write_atomically(paths[1], lambda tmp: fig.savefig(tmp, format="pdf", metadata={"CreationDate": None}),
+                         "choose another --results")  # reproducible bytes: redraws leave git clean
+    finally:
+        plt.close(fig)
     return paths
 
 
