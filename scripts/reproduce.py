@@ -35,6 +35,8 @@ from pathlib import Path
 import yaml
 
 from amtrain.cli import command as amtrain_cmd
+from amtrain.errors import OutputError
+from amtrain.rundir import ensure_writable
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -192,9 +194,15 @@ def reproduce(args, plan: dict, figures: list) -> int:
     data_root = Path(args.data or env.get("AMTRAIN_DATA", "data")).resolve()
     env["AMTRAIN_DATA"] = str(data_root)
 
+    try:
+        ensure_writable(results, "results folder", "choose another --results")
+        if not args.dry_run and not args.skip_runs:
+            ensure_writable(runs, "runs folder", "choose another --runs")
+    except OutputError as e:
+        print(f"reproduce: error: {e}", file=sys.stderr)
+        return 2
     higgs = resolve_higgs(args.higgs, data_root)
     aggregate = _module(SCRIPTS / "aggregate.py")
-    results.mkdir(parents=True, exist_ok=True)
     log = results / "runs.csv"  # appended: a rerun that only resumes keeps the first run's times
     logging_runs = not args.dry_run and not args.skip_runs
     log_rows, failed = [], []
@@ -211,7 +219,8 @@ def reproduce(args, plan: dict, figures: list) -> int:
             needs = [higgs if d == "higgs" and higgs else data_root / DATA_FILES[d] for d in datasets]
             absent = [(d, n) for d, n in zip(datasets, needs) if not n.exists()]
             if absent and not args.skip_runs:
-                print(f"skip {fig}: no {absent[0][0]} data at {absent[0][1]} (set AMTRAIN_DATA or --data)")
+                where = "--higgs" if absent[0][0] == "higgs" and args.higgs else "AMTRAIN_DATA or --data"
+                print(f"skip {fig}: no {absent[0][0]} data at {absent[0][1]} (set {where})")
                 record({"finished": _now(), "figure": fig, "sweep": "", "status": f"skipped: no {absent[0][0]} data",
                         "seconds": 0, "command": ""})
                 continue

@@ -106,6 +106,18 @@ def test_dry_run_prints_one_command_per_sweep_with_the_launcher():
     assert "skip fig1_mnist_first_epoch: no mnist data" in r.stdout  # the repo root holds no MNIST
 
 
+def test_an_unwritable_results_or_runs_folder_is_one_line_before_anything_runs(tmp_path):
+    (tmp_path / "file").write_text("")
+    base = [sys.executable, str(REPO / "scripts" / "reproduce.py"), "--protocol", "smoke",
+            "--figures", "fig1_mnist_first_epoch"]
+    for flag, what, more in (("--results", "results", []), ("--runs", "runs", ["--results", str(tmp_path / "res")])):
+        r = subprocess.run(base + [flag, str(tmp_path / "file"), *more], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.strip() == (f"reproduce: error: the {what} folder {tmp_path / 'file'} is a "
+                                                          f"file, not a folder: choose another {flag}"), r.stderr
+        assert "[fig1_mnist_first_epoch]" not in r.stdout  # no sweep started
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "res"]
+
+
 RERUN = ("fig5_higgs", "tab_bcd")
 
 
