@@ -274,10 +274,20 @@ def _report_outcome(sweep_dir: Path, job_dir: Path, outcome, failed_before: Opti
         report(sweep_dir, job_dir, "failed", reason)
     elif outcome.status == "finished":
         resumed = getattr(outcome, "resumed_after", None)
-        report(sweep_dir, job_dir, "finished",
-               "" if resumed is None else f"went on from its checkpoint after epoch {resumed}")
+        report(sweep_dir, job_dir, "finished", "" if resumed is None else _resumed_line(job_dir, resumed))
     else:
         report(sweep_dir, job_dir, "skipped", "finished already (DONE); resume=false reruns it")
+
+
+def _resumed_line(job_dir: Path, epoch: int) -> str:
+    """The summary's word on a run that went on from a checkpoint: its last one, and how many times
+    it went on in all (a job requeued again and again: each attempt wrote a line to train.log)."""
+    try:
+        times = (Path(job_dir) / "train.log").read_text(errors="replace").count("from its checkpoint after epoch")
+    except OSError:
+        times = 1
+    more = f" (the last of {times} times; train.log has each)" if times > 1 else ""
+    return f"went on from its checkpoint after epoch {epoch}{more}"
 
 
 def run_job(run: Callable, cfg: DictConfig, out_dir: Path, sweep_dir: Path, extra_files,

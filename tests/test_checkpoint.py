@@ -229,6 +229,19 @@ def test_the_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_p
     assert checkpoint.code_fingerprint() == checkpoint.source_fingerprint(Path(checkpoint.__file__).parent)
 
 
+def test_the_summary_says_how_many_times_a_requeued_job_went_on(tmp_path):
+    from amtrain.sweep import _resumed_line
+
+    log = tmp_path / "train.log"
+    log.write_text("[10:00:00] run: ...\n")
+    for n, epoch in ((1, 3), (2, 7), (3, 12)):
+        log.write_text(log.read_text() + f"[10:0{n}:00] resuming {tmp_path} from its checkpoint after epoch {epoch} "
+                                          "(step 9); what the stopped attempt wrote after it went to ...\n")
+        more = "" if n == 1 else f" (the last of {n} times; train.log has each)"
+        assert _resumed_line(tmp_path, epoch) == f"went on from its checkpoint after epoch {epoch}{more}"
+    assert _resumed_line(tmp_path / "gone", 5) == "went on from its checkpoint after epoch 5"
+
+
 def test_resume_false_starts_again_and_keeps_the_checkpoint_aside(tmp_path, make_cfg, monkeypatch):
     cfg, folder = _stopped(tmp_path, make_cfg, monkeypatch)
     cfg.resume = False
