@@ -81,6 +81,24 @@ def claim_new(base) -> Path:
     raise OutputError(f"{base}: 10,000 run folders of that name exist already: choose another hydra.run.dir")
 
 
+def holder(path) -> Optional[str]:
+    """Who holds ``path``'s lock now ("pid ... on host since ..."), or None. A probe that
+    writes nothing: it takes the lock for an instant only if no one has it."""
+    try:
+        fd = os.open(Path(path) / LOCK, os.O_RDONLY)
+    except OSError:  # no lock file: no run has ever held this folder
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 class RunDir:
     """``with RunDir(path) as rd:`` holds the folder's lock; ``rd.begin(...)`` starts a new run in it."""
 

@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
@@ -50,6 +50,7 @@ class Job:
     # axis (amtrain.seeds); None: this job runs alone
     seed_group: Optional[tuple] = None
     seeds_per_process: int = 1
+    cfg: Optional[DictConfig] = field(default=None, repr=False, compare=False)  # as composed by plan()
 
 
 @dataclass
@@ -125,12 +126,41 @@ def plan(arguments: Sequence[str], compose: Callable[[List[str]], DictConfig]) -
     jobs = []
     for overrides in expand(params, task_args):
         cfg = compose(hydra_args + overrides)
-        job = Job(overrides, (Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)).absolute(), int(cfg.seed))
+        job = Job(overrides, (Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)).absolute(), int(cfg.seed),
+                  cfg=cfg)
         if cfg.seeds_per_process > 1 and unsupported(cfg) is None:
             job.seed_group = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "seed")
             job.seeds_per_process = int(cfg.seeds_per_process)
         jobs.append(job)
     return Plan(sweep_dir, jobs, str(primary.hydra.launcher.get("_target_", "")), parallel_jobs(primary.hydra.launcher))
+
+
+# What launching a job would do with its folder now (scripts/reproduce.py's look before it runs)
+FOLDER_STATES = ("finished", "different", "rerun", "elsewhere", "checkpoint", "to run")
+
+
+def folder_state(job: Job) -> Tuple[str, str]:
+    """(state, detail) of the folder of a planned job, as :func:`amtrain.train.run` would find it,
+    writing nothing: ``finished`` (skipped), ``different`` (finished with another configuration:
+    the job would fail; detail: what differs), ``rerun`` (finished, but resume=false), ``elsewhere``
+    (another process holds it; detail: which), ``checkpoint`` (a stopped run that goes on from its
+    checkpoint if it still fits), or ``to run``."""
+    from amtrain.checkpoint import NAME as CHECKPOINT
+    from amtrain.rundir import DONE, holder
+    from amtrain.train import differences
+
+    busy = holder(job.dir)
+    if busy is not None:
+        return "elsewhere", busy
+    if (job.dir / DONE).exists():
+        if not job.cfg.resume:
+            return "rerun", ""
+        try:
+            changed = differences(job.dir, job.cfg)
+        except AmtrainError:
+            return "different", "its config.yaml cannot be read"
+        return ("different", changed) if changed else ("finished", "")
+    return ("checkpoint" if (job.dir / CHECKPOINT).exists() else "to run"), ""
 
 
 # ----------------------------------------------------------------------------- seed groups

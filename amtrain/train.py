@@ -49,24 +49,31 @@ class RunResult(dict):
         self.resumed_after = resumed_after  # the epoch of the checkpoint a stopped run went on from
 
 
-def reusable(rd: RunDir, cfg: DictConfig) -> None:
-    """Check that the finished run in ``rd`` computed what ``cfg`` asks for; ConfigError if not.
+RERUN_FIX = "resume=false reruns it (moving the old outputs aside), or choose another run or sweep folder"
 
-    Keys in ENVIRONMENT_KEYS are not compared, nor keys the folder's config.yaml lacks (an
-    older amtrain, which had no such setting)."""
-    fix = "resume=false reruns it (moving the old outputs aside), or choose another run or sweep folder"
+
+def differences(path: Path, cfg: DictConfig) -> str:
+    """How the finished run in folder ``path`` differs from what ``cfg`` asks for ("" if not at all),
+    e.g. "optim.lr: 0.002 there, 0.001 now". Keys in ENVIRONMENT_KEYS are not compared, nor keys
+    the folder's config.yaml lacks (an older amtrain, which had no such setting). ConfigError
+    if that config.yaml cannot be read."""
     try:
-        done = OmegaConf.to_container(OmegaConf.create((rd.path / "config.yaml").read_text()))
+        done = OmegaConf.to_container(OmegaConf.create((Path(path) / "config.yaml").read_text()))
     except Exception as e:  # missing, unreadable or not YAML
-        raise ConfigError(f"{rd.path} is finished (DONE) but its config.yaml cannot be read "
-                          f"({type(e).__name__}): {fix}") from None
+        raise ConfigError(f"{path} is finished (DONE) but its config.yaml cannot be read ({type(e).__name__}): "
+                          f"{RERUN_FIX}") from None
     then, now = flat_keys(done), flat_keys(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     changed = sorted(k for k in then.keys() | now.keys()
                      if k not in ENVIRONMENT_KEYS and k in then and then[k] != now.get(k, "<absent>"))
+    shown = ", ".join(f"{k}: {then[k]!r} there, {now.get(k, '<absent>')!r} now" for k in changed[:3])
+    return shown + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+
+
+def reusable(rd: RunDir, cfg: DictConfig) -> None:
+    """Check that the finished run in ``rd`` computed what ``cfg`` asks for; ConfigError if not."""
+    changed = differences(rd.path, cfg)
     if changed:
-        shown = ", ".join(f"{k}: {then[k]!r} there, {now.get(k, '<absent>')!r} now" for k in changed[:3])
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise ConfigError(f"{rd.path} finished with a different configuration ({shown}{more}): {fix}")
+        raise ConfigError(f"{rd.path} finished with a different configuration ({changed}): {RERUN_FIX}")
 
 
 def resolve_device(name: str) -> torch.device:

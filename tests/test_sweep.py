@@ -46,6 +46,40 @@ def test_a_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert r.returncode != 0  # Hydra reports the failure when the sweep ends
 
 
+def test_folder_state_says_what_a_job_would_do_with_its_folder_and_writes_nothing(tmp_path):
+    """What scripts/reproduce.py looks at before it runs anything (amtrain.sweep.folder_state)."""
+    import fcntl
+    import os
+
+    from amtrain import sweep
+    from amtrain.cli import compose_checked
+
+    args = [*SWEEP, "optim=sgd", f"hydra.sweep.dir={tmp_path / 'sw'}"]
+    r = amtrain("-m", *args, "seed=0,1,2,3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = {job.seed: job for job in sweep.plan([*args, "seed=0,1,2,3,4"], compose_checked).jobs}
+    changed = jobs[1].dir / "config.yaml"
+    changed.write_text(changed.read_text().replace("lr: 0.4", "lr: 0.2"))
+    (jobs[2].dir / "DONE").unlink()
+    (jobs[2].dir / "checkpoint.pt").write_bytes(b"")
+    fd = os.open(jobs[3].dir / ".lock", os.O_RDWR)  # another process holds job 3's folder
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, b"pid 7 on elsewhere\n", 0)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").rglob("*")}
+    try:
+        assert {s: sweep.folder_state(j) for s, j in jobs.items()} == {
+            0: ("finished", ""), 1: ("different", "optim.lr: 0.2 there, 0.4 now"), 2: ("checkpoint", ""),
+            3: ("elsewhere", "pid 7 on elsewhere"), 4: ("to run", "")}
+    finally:
+        os.close(fd)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").rglob("*")} == before  # nothing written
+    assert sweep.folder_state(jobs[3]) == ("finished", "")  # let go
+    changed.write_text("{")
+    assert sweep.folder_state(jobs[1]) == ("different", "its config.yaml cannot be read")
+    again = sweep.plan([*args, "seed=0", "resume=false"], compose_checked).jobs[0]
+    assert sweep.folder_state(again) == ("rerun", "")
+
+
 @pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
                                       ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"]])
 def test_launchers_produce_the_same_job_dirs(tmp_path, launcher):
