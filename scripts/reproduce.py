@@ -5,6 +5,12 @@
     python scripts/reproduce.py --protocol full --launcher submitit_slurm -- +local=slurm
     python scripts/reproduce.py --protocol smoke            # make smoke: tiny generated data
     python scripts/reproduce.py --protocol quick --figures fig1_mnist_first_epoch,fig8_binary
+    python scripts/reproduce.py --protocol full --dry-run   # each sweep's jobs: finished, to run, ...
+
+Before any sweep runs, every job of every sweep is composed and its folder looked at
+(:func:`look_ahead`). A bad override or launcher stops everything with one line, and so does
+a finished job folder that ran with another configuration (its sweep would refuse it, and
+aggregate.py would add it to the CSV as a variant of its own).
 
 For every figure (and table) of ``conf/reproduce.yaml`` whose data is present, each sweep runs as
 ``amtrain -m experiment=<sweep> name=<protocol>_<sweep> <protocol overrides>`` (resumable:
@@ -30,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -133,6 +140,73 @@ def sweep_commands(plan: dict, figure: str, protocol: str, launcher: str, extra:
     return out
 
 
+def _shown(argv: list) -> str:
+    """A sweep's amtrain arguments as one shell line."""
+    return " ".join(shlex.quote(c) for c in argv[len(amtrain_cmd()):])
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+@contextlib.contextmanager
+def _environment(env: dict):
+    """os.environ as the sweeps will see it (``main`` is also called in-process, as the tests do)."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
+    """Compose every job of every sweep in ``todo`` ([(figure, sweep, argv)]) before any runs, and
+    see what each would do with its folder. A bad override, or a finished job that ran with
+    another configuration (its sweep would fail it), is one line and exit 2; nothing has run.
+    ``dry_run``: list each sweep's jobs by state. Returns 0 or 2."""
+    from amtrain import sweep as sweeps
+    from amtrain.cli import compose_checked
+    from amtrain.errors import ConfigError
+
+    states: Counter = Counter()
+    different = []
+    with _environment(env):
+        for fig, name, cmd in todo:
+            try:
+                planned = sweeps.plan(cmd[len(amtrain_cmd()) + 1:], compose_checked)
+            except ConfigError as e:
+                where = fig if name == fig else f"{fig}, sweep {name}"
+                print(f"reproduce: error: [{where}] {e}", file=sys.stderr)
+                return 2
+            here, odd = Counter(), []
+            for job in planned.jobs:
+                state, detail = sweeps.folder_state(job)
+                here[state] += 1
+                if state == "different":
+                    odd.append(f"{job.dir}: {detail}")
+            states.update(here)
+            different += odd
+            if dry_run:
+                groups = len(sweeps.seed_groups(planned))
+                groups = f" ({_count(groups, 'seed group')})" if groups else ""
+                counts = ", ".join(f"{here[s]} {s}" for s in sweeps.FOLDER_STATES if here[s])
+                print(f"[{fig}] amtrain {_shown(cmd)}\n    {_count(len(planned.jobs), 'job')}{groups}: {counts}",
+                      flush=True)
+                for line in odd:
+                    print(f"    different: {line}")
+    total = sum(states.values())
+    counts = ", ".join(f"{states[s]} {s}" for s in sweeps.FOLDER_STATES if states[s])
+    print(f"{_count(len(todo), 'sweep')}, {_count(total, 'job')} checked: {counts or 'none'}", flush=True)
+    if different:
+        print(f"reproduce: error: {len(different)} finished job folder(s) ran with another configuration, which "
+              f"their sweeps would refuse (the first, {different[0]}): move them aside or choose another --runs; "
+              "`--dry-run` lists them", file=sys.stderr)
+        return 2
+    return 0
+
+
 def resolve_higgs(given, data_root: Path):
     """The HIGGS file to use: given, the full one under the data root, or the real subset converted once."""
     if given:
@@ -212,26 +286,40 @@ def reproduce(args, plan: dict, figures: list) -> int:
         if logging_runs:
             log_run(log, row)
 
+    commands, absent_data = {}, {}  # figure -> [(sweep, argv)] | (dataset, where it is missing)
+    for fig in figures:
+        spec = plan["figures"][fig]
+        datasets = spec["data"] if isinstance(spec["data"], list) else [spec["data"]]
+        needs = [higgs if d == "higgs" and higgs else data_root / DATA_FILES[d] for d in datasets]
+        absent = [(d, n) for d, n in zip(datasets, needs) if not n.exists()]
+        if absent and not args.skip_runs:
+            absent_data[fig] = absent[0]
+            continue
+        commands[fig] = []
+        for sweep, cmd in sweep_commands(plan, fig, args.protocol, args.launcher, args.extra):
+            cmd = cmd + [f"hydra.sweep.dir={runs}/{args.protocol}_{sweep}"]
+            if spec["data"] == "higgs" and higgs:
+                cmd.append(f"dataset.path={higgs}")
+            commands[fig].append((sweep, cmd))
+    for fig, (dataset, path) in absent_data.items():
+        where = "--higgs" if dataset == "higgs" and args.higgs else "AMTRAIN_DATA or --data"
+        print(f"skip {fig}: no {dataset} data at {path} (set {where})")
+        record({"finished": _now(), "figure": fig, "sweep": "", "status": f"skipped: no {dataset} data",
+                "seconds": 0, "command": ""})
+    if not args.skip_runs:
+        rc = look_ahead([(fig, sweep, cmd) for fig, cmds in commands.items() for sweep, cmd in cmds], env,
+                        args.dry_run)
+        if rc or args.dry_run:
+            return rc
+
     with _sigterm_raises(logging_runs):
-        for fig in figures:
+        for fig, cmds in commands.items():
             spec = plan["figures"][fig]
-            datasets = spec["data"] if isinstance(spec["data"], list) else [spec["data"]]
-            needs = [higgs if d == "higgs" and higgs else data_root / DATA_FILES[d] for d in datasets]
-            absent = [(d, n) for d, n in zip(datasets, needs) if not n.exists()]
-            if absent and not args.skip_runs:
-                where = "--higgs" if absent[0][0] == "higgs" and args.higgs else "AMTRAIN_DATA or --data"
-                print(f"skip {fig}: no {absent[0][0]} data at {absent[0][1]} (set {where})")
-                record({"finished": _now(), "figure": fig, "sweep": "", "status": f"skipped: no {absent[0][0]} data",
-                        "seconds": 0, "command": ""})
-                continue
             csvs = []
-            for sweep, cmd in sweep_commands(plan, fig, args.protocol, args.launcher, args.extra):
-                cmd = cmd + [f"hydra.sweep.dir={runs}/{args.protocol}_{sweep}"]
-                if spec["data"] == "higgs" and higgs:
-                    cmd.append(f"dataset.path={higgs}")
-                shown = " ".join(shlex.quote(c) for c in cmd[len(amtrain_cmd()):])
+            for sweep, cmd in cmds:
+                shown = _shown(cmd)
                 print(f"[{fig}] amtrain {shown}", flush=True)
-                status, seconds = ("dry run" if args.dry_run else "not run (--skip-runs)"), 0.0
+                status, seconds = "not run (--skip-runs)", 0.0
                 if logging_runs:
                     t0 = time.perf_counter()
                     try:
@@ -251,8 +339,6 @@ def reproduce(args, plan: dict, figures: list) -> int:
                         "seconds": round(seconds, 1), "command": "amtrain " + shown})
                 if sweep not in csvs:
                     csvs.append(sweep)
-            if args.dry_run:
-                continue
             for sweep in csvs:
                 out = results / f"{sweep}.csv"
                 try:

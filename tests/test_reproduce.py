@@ -98,12 +98,47 @@ def test_tuned_values_follow_the_method_and_model():
     assert compose(["experiment=aux_family_iterations", "optim=dladmm"]).optim.backtrack_max == 40
 
 
-def test_dry_run_prints_one_command_per_sweep_with_the_launcher():
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce.py"), "--protocol", "quick",
-                        "--launcher", "submitit_slurm", "--dry-run", "--data", str(REPO), "--", "+local=slurm"],
-                       capture_output=True, text=True, cwd=REPO)
+def _reproduce(*args, cwd=REPO):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce.py"), *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_a_figure_without_its_data_is_skipped_and_said_so():
+    r = _reproduce("--protocol", "quick", "--dry-run", "--data", str(REPO))
     assert r.returncode == 0, r.stderr
     assert "skip fig1_mnist_first_epoch: no mnist data" in r.stdout  # the repo root holds no MNIST
+    assert "0 sweeps, 0 jobs checked: none" in r.stdout
+
+
+def test_dry_run_composes_every_job_and_says_what_each_sweep_would_run(tmp_path):
+    r = _reproduce("--protocol", "smoke", "--launcher", "submitit_slurm", "--dry-run", "--runs", str(tmp_path / "runs"),
+                   "--", "+local=example")
+    assert r.returncode == 0, r.stderr
+    commands = [line for line in r.stdout.splitlines() if line.startswith("[")]
+    assert len(commands) == sum(len(p["smoke"]) for f in PLAN["figures"].values() for p in f["sweeps"].values())
+    assert all("hydra/launcher=submitit_slurm +local=example" in c for c in commands)
+    counts = re.findall(r"^    (\d+) jobs?(?: \((\d+) seed groups?\))?: (\d+) to run$", r.stdout, flags=re.M)
+    assert len(counts) == len(commands) and all(n == m for n, _, m in counts)
+    assert any(int(g or 0) > 0 for _, g, _ in counts)  # the online methods' seeds train together
+    total = sum(int(n) for n, _, _ in counts)
+    assert f"{len(commands)} sweeps, {total} jobs checked: {total} to run" in r.stdout
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["--launcher", "jobllib"], "[fig8_binary] unknown hydra/launcher 'jobllib'; choose one of: basic, joblib,"),
+    (["--", "optim.lr=fast"], "[fig8_binary] bad value for 'optim.lr'"),
+    (["--", "optim.lrr=1"], "[fig8_binary] unknown config key 'optim.lrr'"),
+    (["--figures", "tab_bcd", "--", "optim=sgdd"], "[tab_bcd, sweep bcd_mnist] unknown optim 'sgdd'")])
+@pytest.mark.parametrize("dry", [True, False])
+def test_a_bad_override_or_launcher_is_one_line_before_any_sweep_runs(tmp_path, extra, said, dry):
+    args = ["--protocol", "smoke", "--figures", "fig8_binary", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results"), *(["--dry-run"] if dry else []), *extra]
+    r = _reproduce(*args)
+    assert r.returncode == 2 and r.stderr.startswith("reproduce: error: " + said), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "amtrain -m" not in r.stdout
+    # (a real run has checked that it can write both folders, so they may exist, empty)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_an_unwritable_results_or_runs_folder_is_one_line_before_anything_runs(tmp_path):
@@ -155,12 +190,40 @@ def test_smoke_runs_every_figure_sweep_and_draws_every_figure(smoke):
     for out in (first.stdout, second.stdout):
         generated = re.search(r"HIGGS files in (\S+) ", out).group(1)
         assert "amtrain-smoke-data-" in generated and not Path(generated).exists()
+    # it looked at every job before running any
+    total = re.search(r"^(\d+) sweeps, (\d+) jobs checked: (\d+) to run$", first.stdout, flags=re.M)
+    assert total and total.group(2) == total.group(3), first.stdout[:3000]
     # the rerun skipped every finished job, and the log keeps both invocations
     assert second.returncode == 0 and "skipping" in second.stdout + second.stderr
+    assert re.search(r"^\d+ sweeps, (\d+) jobs checked: \1 finished$", second.stdout, flags=re.M), second.stdout
     rows = list(csv.DictReader((results / "runs.csv").open()))
     lines = {f: sum(len(p["smoke"]) for p in s["sweeps"].values()) for f, s in PLAN["figures"].items()}
     assert len(rows) == sum(lines.values()) + sum(lines[f] for f in RERUN)
     assert {r["figure"] for r in rows[-sum(lines[f] for f in RERUN):]} == set(RERUN)
+
+
+def test_a_job_that_finished_with_another_configuration_stops_the_run_before_any_sweep(smoke, tmp_path):
+    """Its sweep would refuse it; left in the sweep folder, aggregate.py would add it to the CSV as a variant."""
+    import shutil
+
+    sweep = tmp_path / "runs" / "smoke_bcd_mnist"
+    shutil.copytree(smoke[0] / "runs" / "smoke_bcd_mnist", sweep)
+    job = next(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    config = job / "config.yaml"
+    config.write_text(re.sub(r"^epochs: 2$", "epochs: 3", config.read_text(), count=1, flags=re.M))
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    args = ["--protocol", "smoke", "--figures", "tab_bcd", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results")]
+    dry = _reproduce(*args, "--dry-run")
+    assert dry.returncode == 2 and f"    different: {job}: epochs: 3 there, 2 now" in dry.stdout, dry.stdout
+    assert "1 sweep, 1 job checked: 1 different" in dry.stdout
+    real = _reproduce(*args)
+    assert real.returncode == 2 and len(real.stderr.strip().splitlines()) == 1
+    assert real.stderr.startswith("reproduce: error: 1 finished job folder(s) ran with another configuration")
+    assert f"(the first, {job}: epochs: 3 there, 2 now): move them aside or choose another --runs" in real.stderr
+    assert "amtrain -m" not in real.stdout
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == \
+        {p: t for p, t in before.items() if p.is_file()}  # nothing written, nothing run
 
 
 def test_smoke_report_has_every_figure_and_verdicts(smoke):
