@@ -245,8 +245,9 @@ def _single(argv: List[str], overrides: List[str], cfg_only: bool) -> int:
 
 def _multirun(argv: List[str], overrides: List[str], cfg_only: bool) -> int:
     the_plan = sweep.plan(overrides, compose_checked)
-    if cfg_only:
-        return _hydra(argv)
+    if cfg_only:  # Hydra has no --cfg for a sweep: list its jobs instead
+        print(sweep.preview(the_plan))
+        return 0
     ensure_writable(the_plan.sweep_dir, "sweep folder", "choose another name= or hydra.sweep.dir")
     token = sweep.new_token()
     os.environ[sweep.TOKEN_ENV] = token

@@ -24,7 +24,8 @@ the full-batch auxiliary-variable methods (offline AM, Taylor et al.'s ADMM, dlA
 Usage: amtrain [GROUP=OPTION ...] [KEY=VALUE ...]       one run -> runs/<date>/<time>_<what>/
        amtrain -m KEY=A,B ... [name=SWEEP]              a sweep -> multirun/SWEEP/, resumable
        amtrain --help [GROUP=OPTION ...]                this help, for those choices
-       amtrain --cfg job [GROUP=OPTION ...]             print the composed config"""
+       amtrain --cfg job [GROUP=OPTION ...]             print the composed config
+       amtrain -m --cfg job KEY=A,B ...                 list a sweep's jobs and what each would do"""
 
 FOOTER = """\
 Examples:

@@ -33,7 +33,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from amtrain.errors import AmtrainError, DivergenceError, FolderBusy, Interrupted, failure_line
+from amtrain.errors import AmtrainError, ConfigError, DivergenceError, FolderBusy, Interrupted, failure_line
 
 TOKEN_ENV = "AMTRAIN_SWEEP_TOKEN"
 REPORTS = Path(".amtrain") / "reports"
@@ -132,7 +132,34 @@ def plan(arguments: Sequence[str], compose: Callable[[List[str]], DictConfig]) -
             job.seed_group = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "seed")
             job.seeds_per_process = int(cfg.seeds_per_process)
         jobs.append(job)
+    swept = [o.key_or_group for o in parse(task_args) if o.is_sweep_override()] + list(params or {})
+    _one_job_per_folder(jobs, swept, list(primary.hydra.job.config.override_dirname.exclude_keys))
     return Plan(sweep_dir, jobs, str(primary.hydra.launcher.get("_target_", "")), parallel_jobs(primary.hydra.launcher))
+
+
+def _one_job_per_folder(jobs: Sequence[Job], swept: Sequence[str], unnamed: Sequence[str]) -> None:
+    """ConfigError when two points of a sweep would run in one folder, one over the other: a value
+    given twice (``seed=0,0``; ``optim.lr=0.1,0.10`` is one value), or a key that folder names
+    leave out (``unnamed``, e.g. ``device=cpu,auto``). ``swept``: the keys the sweep varies."""
+    key = lambda o: o.split("=", 1)[0].lstrip("+~")  # noqa: E731
+    first: dict = {}
+    for job in jobs:
+        other = first.setdefault(job.dir, job)
+        if other is job:
+            continue
+        a = [o for o in other.overrides if o not in job.overrides]
+        b = [o for o in job.overrides if o not in other.overrides]
+        if not a and not b:
+            point = " ".join(o for o in job.overrides if key(o) in swept)
+            raise ConfigError(f"the sweep has the point {point} twice: give each value once")
+        hidden = sorted({key(o) for o in a + b} & set(unnamed))
+        if not hidden:  # a hydra.sweep.subdir of the user's
+            raise ConfigError(f"{' '.join(a)} and {' '.join(b)} would run in one folder, {job.dir}: make "
+                              "hydra.sweep.subdir tell the sweep's points apart")
+        raise ConfigError(f"{' '.join(a)} and {' '.join(b)} would run in one folder, one over the other: "
+                          f"{' and '.join(hidden)} {'is' if len(hidden) == 1 else 'are'} not part of a job's folder name "
+                          "(hydra.job.config.override_dirname.exclude_keys), so sweep over "
+                          f"{'it' if len(hidden) == 1 else 'them'} in separate sweeps (name=...)")
 
 
 # What launching a job would do with its folder now (scripts/reproduce.py's look before it runs)
@@ -161,6 +188,25 @@ def folder_state(job: Job) -> Tuple[str, str]:
             return "different", "its config.yaml cannot be read"
         return ("different", changed) if changed else ("finished", "")
     return ("checkpoint" if (job.dir / CHECKPOINT).exists() else "to run"), ""
+
+
+def preview(the_plan: Plan) -> str:
+    """What ``amtrain -m ... --cfg job`` prints: each job's folder, what running the sweep now
+    would do with it (:func:`folder_state`) and its seed group, if any. Runs and writes nothing."""
+    group_of = {job.dir: k for k, group in enumerate(seed_groups(the_plan), 1) for job in group}
+    rows = [(job, *folder_state(job)) for job in the_plan.jobs]
+    counts = {s: sum(r[1] == s for r in rows) for s in FOLDER_STATES}
+    n_groups, alone = len(set(group_of.values())), len(rows) - len(group_of)
+    groups = f" in {plural(n_groups, 'seed group')}" + (f" and {plural(alone, 'single run')}" if alone else "") \
+        if group_of else ""
+    lines = [f"sweep {_short(the_plan.sweep_dir)}: {len(rows)} jobs{groups}: "
+             + ", ".join(f"{counts[s]} {s}" for s in FOLDER_STATES if counts[s])]
+    for job, state, detail in rows:
+        group = f" [seed group {group_of[job.dir]}]" if job.dir in group_of else ""
+        lines.append(f"  {state:<11} {_short(job.dir)}{group}" + (f": {detail}" if detail else ""))
+    lines.append("(nothing was run: with -m, --cfg lists the jobs; without -m, `amtrain --cfg job` and one "
+                 "point's overrides print that job's config)")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- seed groups
@@ -608,6 +654,10 @@ def summary(the_plan: Plan, token: str, width: int = 30) -> Tuple[str, int]:
     kinds = {r[0] for r in bad}
     code = 3 if kinds == {"diverged"} else 130 if kinds == {"interrupted"} else 1
     return "\n".join(lines), code
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _short(path: Path) -> str:

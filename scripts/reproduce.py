@@ -44,6 +44,7 @@ import yaml
 from amtrain.cli import command as amtrain_cmd
 from amtrain.errors import OutputError
 from amtrain.rundir import ensure_writable
+from amtrain.sweep import plural
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -145,10 +146,6 @@ def _shown(argv: list) -> str:
     return " ".join(shlex.quote(c) for c in argv[len(amtrain_cmd()):])
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
 @contextlib.contextmanager
 def _environment(env: dict):
     """os.environ as the sweeps will see it (``main`` is also called in-process, as the tests do)."""
@@ -190,15 +187,15 @@ def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
             different += odd
             if dry_run:
                 groups = len(sweeps.seed_groups(planned))
-                groups = f" ({_count(groups, 'seed group')})" if groups else ""
+                groups = f" ({plural(groups, 'seed group')})" if groups else ""
                 counts = ", ".join(f"{here[s]} {s}" for s in sweeps.FOLDER_STATES if here[s])
-                print(f"[{fig}] amtrain {_shown(cmd)}\n    {_count(len(planned.jobs), 'job')}{groups}: {counts}",
+                print(f"[{fig}] amtrain {_shown(cmd)}\n    {plural(len(planned.jobs), 'job')}{groups}: {counts}",
                       flush=True)
                 for line in odd:
                     print(f"    different: {line}")
     total = sum(states.values())
     counts = ", ".join(f"{states[s]} {s}" for s in sweeps.FOLDER_STATES if states[s])
-    print(f"{_count(len(todo), 'sweep')}, {_count(total, 'job')} checked: {counts or 'none'}", flush=True)
+    print(f"{plural(len(todo), 'sweep')}, {plural(total, 'job')} checked: {counts or 'none'}", flush=True)
     if different:
         print(f"reproduce: error: {len(different)} finished job folder(s) ran with another configuration, which "
               f"their sweeps would refuse (the first, {different[0]}): move them aside or choose another --runs; "

@@ -185,6 +185,12 @@ def test_the_optional_groups_may_be_left_out():
     (["--cfg", "job", "epoch=3"], "unknown config key 'epoch'"),
     (["--cfg", "job", "batch_size=0"], "batch_size=0 is out of range"),
     (["-m", "--cfg", "job", "optim=sgd", "seed=0,1", "epochs=0"], "epochs=0 is out of range"),
+    # two points that would run in one folder, one over the other
+    (["-m", "optim=sgd", "seed=0,0"], "the sweep has the point seed=0 twice: give each value once"),
+    (["-m", "optim=sgd", "optim.lr=0.1,0.10", "seed=0,1"], "the sweep has the point optim.lr=0.1 seed=0 twice"),
+    (["-m", "optim=sgd", "device=cpu,auto"], "device=cpu and device=auto would run in one folder, one over the "
+                                             "other: device is not part of a job's folder name"),
+    (["-m", "optim=sgd,adam", "hydra.sweep.subdir=same"], "make hydra.sweep.subdir tell the sweep's points apart"),
 ])
 def test_sweeps_and_cfg_check_every_point_before_anything_starts(unchanged, args, expected):
     r = amtrain(*args, "name=never", cwd=unchanged)

@@ -74,6 +74,15 @@ def test_folder_state_says_what_a_job_would_do_with_its_folder_and_writes_nothin
         os.close(fd)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").rglob("*")} == before  # nothing written
     assert sweep.folder_state(jobs[3]) == ("finished", "")  # let go
+    # `amtrain -m ... --cfg job` lists them (Hydra itself has no --cfg for a sweep)
+    r = amtrain("-m", *args, "seed=0,1,2,3,4", "--cfg", "job", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "sweep sw: 5 jobs in 1 seed group: 2 finished, 1 different, 1 checkpoint, 1 to run"
+    assert [line.split()[0] for line in lines[1:6]] == ["finished", "different", "checkpoint", "finished", "to"]
+    assert lines[2].endswith("seed=1 [seed group 1]: optim.lr: 0.2 there, 0.4 now")
+    assert lines[6].startswith("(nothing was run") and not (tmp_path / "sw" / "optim=sgd,seed=4").exists()
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").rglob("*")} == before
     changed.write_text("{")
     assert sweep.folder_state(jobs[1]) == ("different", "its config.yaml cannot be read")
     again = sweep.plan([*args, "seed=0", "resume=false"], compose_checked).jobs[0]
