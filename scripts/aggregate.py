@@ -6,7 +6,8 @@
 Reads every finished run under the given folders: one whose ``config.yaml``, ``DONE`` and
 ``metrics.csv`` carry the same run id (amtrain.rundir). Every other folder is listed on
 stderr, one line each, and left out: unfinished or failed runs, a malformed CSV, files
-from different runs. Where a folder holds a sweep's ``multirun.yaml``, its grid is
+from different runs. Each seed of a configuration counts once: a copy of a run already read
+is read once, and two runs of one seed and configuration are an error. Where a folder holds a sweep's ``multirun.yaml``, its grid is
 expanded as Hydra did, and jobs that never started are listed too.
 
 Writes one row per (dataset, model, optim, mode, variant, split, metric, step, epoch,
@@ -100,6 +101,21 @@ def read_metrics(path: Path) -> pd.DataFrame:
     return df
 
 
+def _same_seed_twice(by_seed: dict, key: tuple, run: Path, run_id: Optional[str]) -> Optional[str]:
+    """One run per (variant, seed): a mean over seeds that counted one seed twice would weigh it
+    double and shrink the std. A copy of a folder already read (the same run id) is read once
+    (returns the note to print); another run of the same seed and configuration is an error."""
+    if key not in by_seed:
+        by_seed[key] = (run, run_id)
+        return None
+    other, other_id = by_seed[key]
+    if run_id is not None and run_id == other_id:
+        return f"{run} is a copy of {other} (run {run_id}): read once"
+    raise SystemExit(f"aggregate: error: seed {key[1]} of one configuration ran twice, in {other} and {run}: "
+                     "counted twice, it would weigh double in the mean; give only one of them (move the other "
+                     "aside or out of the folders given)")
+
+
 def never_started(root: Path) -> List[str]:
     """Jobs of every multirun.yaml under ``root`` whose folder does not exist."""
     out = []
@@ -120,14 +136,16 @@ def never_started(root: Path) -> List[str]:
 
 
 def load(dirs) -> pd.DataFrame:
-    frames, left_out, configs, legacy = [], [], {}, 0
+    frames, left_out, configs, legacy, copies = [], [], {}, 0, []
+    read, by_seed = set(), {}  # folders read (a folder given twice, or inside another given, is read once)
     for d in map(Path, dirs):
         if not d.is_dir():
             raise SystemExit(f"aggregate: error: {d} is not a folder")
         for cfg_file in sorted(d.rglob("config.yaml")):
             run = cfg_file.parent
-            if _hidden(run, d) and run != d:
+            if _hidden(run, d) and run != d or run.resolve() in read:
                 continue
+            read.add(run.resolve())
             reason = check_run(run)
             if reason is None:
                 try:
@@ -137,13 +155,20 @@ def load(dirs) -> pd.DataFrame:
             if reason is not None:
                 left_out.append(f"{run}: {reason}")
                 continue
-            legacy += not any(run_ids(run).values())
+            ids = run_ids(run)
+            legacy += not any(ids.values())
             v = variant(run)
+            copy = _same_seed_twice(by_seed, (v["variant"], int(df.seed.iloc[0])), run, ids["done"])
+            if copy:
+                copies.append(copy)
+                continue
             configs[v["variant"]] = v["config"]
             frames.append(df.assign(variant=v["variant"], overrides=overrides(run)))
         left_out += never_started(d)
     for u in left_out:
         print(f"missing cell: {u}", file=sys.stderr)
+    for c in copies:
+        print(f"note: {c}", file=sys.stderr)
     if legacy:
         print(f"note: {legacy} runs carry no run id (made before run ids existed); read as they are", file=sys.stderr)
     if not frames:

@@ -33,6 +33,38 @@ def test_aggregate_over_seeds_keeps_variants_apart(make_cfg, tmp_path):
     assert row["mean"] == pytest.approx(raw.value.mean()) and row["std"] == pytest.approx(raw.value.std())
 
 
+def test_each_seed_counts_once_however_the_folders_are_given(make_cfg, tmp_path):
+    """A folder given twice, inside another given folder, or copied: read once. Another run of
+    the same seed and configuration: an error, since the mean would weigh that seed double."""
+    import shutil
+
+    for seed in (0, 1, 2):
+        run(make_cfg("optim=sgd", f"seed={seed}"), tmp_path / "a" / f"s{seed}")
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")
+    out = tmp_path / "agg.csv"
+
+    def aggregate(*dirs):
+        return subprocess.run([sys.executable, str(SCRIPT), *map(str, dirs), "-o", str(out)], capture_output=True,
+                              text=True)
+
+    r = aggregate(tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    once = pd.read_csv(out)
+    for dirs, notes in (((tmp_path / "a", tmp_path / "a"), 0), ((tmp_path / "a", tmp_path / "a" / "s1"), 0),
+                        ((tmp_path / "a", tmp_path / "copy"), 3)):
+        r = aggregate(*dirs)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.count("note: ") == notes and r.stderr.count(": read once") == notes
+        pd.testing.assert_frame_equal(pd.read_csv(out), once)  # the same means, stds and n_seeds
+    assert (once.n_seeds == 3).all()
+    run(make_cfg("optim=sgd", "seed=1"), tmp_path / "b" / "s1")  # seed 1 again, in another folder
+    out.write_text("kept")
+    r = aggregate(tmp_path / "a", tmp_path / "b")
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        f"aggregate: error: seed 1 of one configuration ran twice, in {tmp_path / 'a' / 's1'} and {tmp_path / 'b' / 's1'}")
+    assert out.read_text() == "kept"
+
+
 def final_test_acc(make_cfg, tmp_path, overrides_by_seed):
     """Run each seed with its overrides (also written as its .hydra/overrides.yaml), aggregate
     the folder, and return the aggregate and its rows of the final test accuracy."""
