@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import pandas as pd
 
-from amtrain.errors import OutputError
+from amtrain.errors import DataError, OutputError
 from amtrain.rundir import ensure_writable
 
 METHOD_LABELS = {"am_adam": "AM-Adam", "am_mem": "AM-mem", "sgd": "SGD", "adam": "Adam",
@@ -43,14 +43,34 @@ def write_atomically(path, write: Callable[[Path], None], fix: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# What the figures and the report read from an aggregated CSV; every row has these numbers
+COLUMNS = ("dataset", "model", "optim", "mode", "variant", "split", "metric", "step", "epoch", "samples_seen",
+           "mean", "std", "n_seeds")
+NUMBERS = ("step", "epoch", "samples_seen", "mean", "n_seeds")
+
+
 def load(path) -> Optional[pd.DataFrame]:
-    """The aggregated CSV at ``path``, or None when there is none (a figure not run)."""
+    """The aggregated CSV at ``path``, or None when there is none (a figure not run). DataError,
+    one line, when it is not one scripts/aggregate.py wrote: unreadable, empty, columns missing,
+    or a row without its numbers (a torn or hand-edited file)."""
     path = Path(path)
     if not path.exists():
         return None
+    fix = f"rerun scripts/aggregate.py on its sweep folder into {path} (or scripts/reproduce.py --skip-runs)"
     # text columns stay text when every cell is empty (an all-NaN column would be float64)
     text = {c: str for c in ("settings", "overrides", "seeds")}
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
+    try:
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        why = getattr(e, "strerror", None) or str(e).strip().splitlines()[-1]
+        raise DataError(f"{path} cannot be read as a results CSV ({type(e).__name__}: {why}): {fix}") from None
+    missing = [c for c in COLUMNS if c not in df]
+    if missing:
+        raise DataError(f"{path} lacks the columns {', '.join(missing)} of a results CSV: {fix}")
+    bad = df[list(NUMBERS)].apply(pd.to_numeric, errors="coerce").isna().any(axis=1)
+    if bad.any():
+        raise DataError(f"{path} has {int(bad.sum())} row(s) without their numbers (the first: line "
+                        f"{int(bad.to_numpy().argmax()) + 2}): {fix}")
     df["settings"] = df["settings"].fillna("") if "settings" in df else ""
     return df
 

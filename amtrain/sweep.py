@@ -153,13 +153,14 @@ def _one_job_per_folder(jobs: Sequence[Job], swept: Sequence[str], unnamed: Sequ
             point = " ".join(o for o in job.overrides if key(o) in swept)
             raise ConfigError(f"the sweep has the point {point} twice: give each value once")
         hidden = sorted({key(o) for o in a + b} & set(unnamed))
+        verb, it = ("is", "it") if len(hidden) == 1 else ("are", "them")
         if not hidden:  # a hydra.sweep.subdir of the user's
             raise ConfigError(f"{' '.join(a)} and {' '.join(b)} would run in one folder, {job.dir}: make "
                               "hydra.sweep.subdir tell the sweep's points apart")
         raise ConfigError(f"{' '.join(a)} and {' '.join(b)} would run in one folder, one over the other: "
-                          f"{' and '.join(hidden)} {'is' if len(hidden) == 1 else 'are'} not part of a job's folder name "
-                          "(hydra.job.config.override_dirname.exclude_keys), so sweep over "
-                          f"{'it' if len(hidden) == 1 else 'them'} in separate sweeps (name=...)")
+                          f"{' and '.join(hidden)} {verb} not part of a job's folder name "
+                          f"(hydra.job.config.override_dirname.exclude_keys), so sweep over {it} in separate sweeps "
+                          "(name=...)")
 
 
 # What launching a job would do with its folder now (scripts/reproduce.py's look before it runs)

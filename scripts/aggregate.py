@@ -7,8 +7,9 @@ Reads every finished run under the given folders: one whose ``config.yaml``, ``D
 ``metrics.csv`` carry the same run id (amtrain.rundir). Every other folder is listed on
 stderr, one line each, and left out: unfinished or failed runs, a malformed CSV, files
 from different runs. Each seed of a configuration counts once: a copy of a run already read
-is read once, and two runs of one seed and configuration are an error. Where a folder holds a sweep's ``multirun.yaml``, its grid is
-expanded as Hydra did, and jobs that never started are listed too.
+is read once, and two runs of one seed and configuration are an error. Where a folder holds
+a sweep's ``multirun.yaml``, its grid is expanded as Hydra did, and jobs that never started
+are listed too.
 
 Writes one row per (dataset, model, optim, mode, variant, split, metric, step, epoch,
 samples_seen) with ``mean, std, wall_time, n_seeds, seeds`` over the seeds that reached that
@@ -44,6 +45,10 @@ KEYS = ["dataset", "model", "optim", "mode", "variant", "split", "metric", "step
 # only in them are one variant (the seed is what the seeds of a cell differ in).
 HOW_RUN = ("seed", "dataset.root", "dataset.path", "progress", "device", "threads", "resume", "seeds_per_process",
            "checkpoint.every_minutes")
+
+
+class NoRuns(SystemExit):
+    """Nothing to aggregate (not an error for scripts/reproduce.py: a figure whose jobs all failed)."""
 
 
 def variant(run_dir: Path) -> dict:
@@ -172,7 +177,7 @@ def load(dirs) -> pd.DataFrame:
     if legacy:
         print(f"note: {legacy} runs carry no run id (made before run ids existed); read as they are", file=sys.stderr)
     if not frames:
-        raise SystemExit("no finished runs (metrics.csv) under " + ", ".join(map(str, dirs)))
+        raise NoRuns("no finished runs (metrics.csv) under " + ", ".join(map(str, dirs)))
     df = pd.concat(frames, ignore_index=True)
     if "run_id" in df:
         df = df.drop(columns=["run_id"])

@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from amtrain.results import METHOD_LABELS as LABELS
-from amtrain.errors import OutputError
+from amtrain.errors import AmtrainError, DataError
 from amtrain.results import end_of_epochs, end_of_run, load, select, writable_file, write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,15 +204,28 @@ def main(argv=None) -> None:
                              "CSVs (results/quick or results/full)")
     try:
         writable_file(out, "choose another --out")
-    except OutputError as e:
+        write_report(primary, fallback, out)
+    except AmtrainError as e:  # an output that cannot be written, a CSV that is not aggregate.py's
         raise SystemExit(f"report: error: {e}") from None
+
+
+def write_report(primary: Path, fallback: Optional[Path], out: Path) -> None:
+    """REPORT.md from the CSVs in ``primary`` (and ``fallback`` for the figures it lacks)."""
     plan = yaml.safe_load((REPO / "conf" / "reproduce.yaml").read_text())["figures"]
     claims = yaml.safe_load((REPO / "scripts" / "paper_claims.yaml").read_text())
     rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
 
     def notes_of(results: Path) -> dict:
         path = results / "notes.yaml"
-        return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            notes = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise DataError(f"{path} is not valid YAML ({str(e).splitlines()[0]}): mend it, or move it aside") from None
+        if not isinstance(notes, dict):
+            raise DataError(f"{path} is not a mapping of figure names to text: mend it, or move it aside")
+        return notes
 
     def source(spec) -> Path:
         """The figure's protocol: --results where it has one of the figure's CSVs, else --fallback."""
@@ -270,10 +283,7 @@ def main(argv=None) -> None:
         lines.append("")
     lines.insert(4, f"Checks: {verdicts['reproduced']} reproduced, {verdicts['differs']} differ, "
                     f"{verdicts['other']} not run (no data or outside the budget).\n")
-    try:
-        write_atomically(out, lambda tmp: tmp.write_text("\n".join(lines) + "\n"), "choose another --out")
-    except OutputError as e:
-        raise SystemExit(f"report: error: {e}") from None
+    write_atomically(out, lambda tmp: tmp.write_text("\n".join(lines) + "\n"), "choose another --out")
     print(f"wrote {out}")
 
 

@@ -340,8 +340,11 @@ def reproduce(args, plan: dict, figures: list) -> int:
                 out = results / f"{sweep}.csv"
                 try:
                     aggregate.main([str(runs / f"{args.protocol}_{sweep}"), "-o", str(out), "--figure", fig])
-                except SystemExit as e:  # no finished runs
+                except aggregate.NoRuns as e:  # its jobs failed: said above
                     print(f"[{fig}] {e}")
+                except SystemExit as e:  # e.g. one seed run twice: the old CSV stays, and the run fails
+                    print(f"[{fig}] {e}")
+                    failed.append(f"{fig}/{sweep} (aggregate)")
                 except FileNotFoundError:  # --skip-runs on a figure never run
                     print(f"[{fig}] no sweep folder {runs / f'{args.protocol}_{sweep}'}")
             if spec.get("kind") == "table":  # scripts/report.py tabulates it
@@ -350,6 +353,9 @@ def reproduce(args, plan: dict, figures: list) -> int:
                 plot = _module(SCRIPTS / "figures" / f"{fig}.py")
                 for path in plot.main(["--results", str(results), "--protocol", args.protocol]):
                     print(f"[{fig}] wrote {path}")
+            except SystemExit as e:  # the figure script's one-line error
+                print(f"[{fig}] plotting failed: {e}")
+                failed.append(f"{fig}/plot")
             except Exception as e:
                 print(f"[{fig}] plotting failed: {type(e).__name__}: {e}")
                 failed.append(f"{fig}/plot")

@@ -16,7 +16,8 @@ import argparse
 
 import pandas as pd
 
-from amtrain.results import override_value
+from amtrain.errors import AmtrainError
+from amtrain.results import load, override_value
 
 
 def table(df: pd.DataFrame, epochs, readout: str, hidden: str) -> str:
@@ -49,7 +50,16 @@ def main(argv=None) -> None:
     p.add_argument("--readout", default="sequence", help="the read-out of runs without a model.readout override")
     p.add_argument("--hidden", default="15", help="d of runs without a model.hidden override")
     a = p.parse_args(argv)
-    print(table(pd.concat([pd.read_csv(f) for f in a.csvs], ignore_index=True), a.epochs, a.readout, a.hidden))
+    frames = []
+    for f in a.csvs:
+        try:
+            df = load(f)
+        except AmtrainError as e:
+            raise SystemExit(f"rnn_table: error: {e}") from None
+        if df is None:
+            raise SystemExit(f"rnn_table: error: no file {f}: give aggregated CSVs (scripts/aggregate.py -o ...)")
+        frames.append(df)
+    print(table(pd.concat(frames, ignore_index=True), a.epochs, a.readout, a.hidden))
 
 
 if __name__ == "__main__":

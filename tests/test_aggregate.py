@@ -60,8 +60,9 @@ def test_each_seed_counts_once_however_the_folders_are_given(make_cfg, tmp_path)
     run(make_cfg("optim=sgd", "seed=1"), tmp_path / "b" / "s1")  # seed 1 again, in another folder
     out.write_text("kept")
     r = aggregate(tmp_path / "a", tmp_path / "b")
+    a, b = tmp_path / "a" / "s1", tmp_path / "b" / "s1"
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
-        f"aggregate: error: seed 1 of one configuration ran twice, in {tmp_path / 'a' / 's1'} and {tmp_path / 'b' / 's1'}")
+        f"aggregate: error: seed 1 of one configuration ran twice, in {a} and {b}")
     assert out.read_text() == "kept"
 
 
@@ -111,7 +112,8 @@ def test_rnn_table_reads_readout_and_width_from_the_overrides(tmp_path):
             for v in values:  # several evaluations in an epoch: the first epoch's inset
                 step += 1
                 for split, metric in (("test", "acc"), ("val", "acc"), ("test", "loss")):
-                    rows.append(dict(split=split, metric=metric, step=step, epoch=epoch, optim=optim,
+                    rows.append(dict(dataset="mnist", model="rnn", mode="release", variant=optim, optim=optim,
+                                     samples_seen=200 * step, split=split, metric=metric, step=step, epoch=epoch,
                                      overrides=overrides, mean=v if metric == "acc" else 2.3,
                                      std=0.0 if seeds == "0" else 0.01, n_seeds=len(seeds.split()), seeds=seeds))
     csv = tmp_path / "agg.csv"
@@ -120,3 +122,8 @@ def test_rnn_table_reads_readout_and_width_from_the_overrides(tmp_path):
                           "--epochs", "1", "3", "6"], capture_output=True, text=True, check=True).stdout
     assert "| last | 50 | sgd | 0.100 | 0.110 | n/a | 0 |" in out
     assert "| sequence | 15 | am_adam | 0.780 ± 0.010 | 0.870 ± 0.010 | n/a | 0 1 2 |" in out
+    # a CSV that is not aggregate.py's is one line
+    pd.DataFrame(rows).drop(columns=["variant"]).to_csv(csv, index=False)
+    r = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "rnn_table.py"), str(csv)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("rnn_table: error: ") and "lacks the columns variant" in r.stderr

@@ -311,6 +311,37 @@ def test_aggregate_refuses_files_from_different_runs_and_malformed_csvs(tmp_path
     assert not (tmp_path / "r.md").exists()
 
 
+@pytest.mark.parametrize("damage, said", [
+    (lambda text: "", "cannot be read as a results CSV (EmptyDataError"),
+    (lambda text: text.replace(",variant,", ",kind,", 1), "lacks the columns variant of a results CSV"),
+    (lambda text: text[:len(text) * 2 // 3], "row(s) without their numbers (the first: line "),
+    (lambda text: text.encode("utf-16"), "cannot be read as a results CSV (UnicodeDecodeError"),
+])
+def test_a_results_csv_that_is_not_aggregates_is_one_line_for_the_figures_and_the_report(tmp_path, damage, said):
+    """A torn, emptied, hand-edited or re-encoded CSV: the figure script and the report name the
+    file and the fix (rerun aggregate.py) in one line, and write nothing."""
+    scripts = Path(AGGREGATE).parent
+    good = (scripts.parent / "results" / "quick" / "fig8_binary.csv").read_text()
+    damaged = damage(good)
+    (tmp_path / "fig8_binary.csv").write_bytes(damaged if isinstance(damaged, bytes) else damaged.encode())
+    fix = f"rerun scripts/aggregate.py on its sweep folder into {tmp_path / 'fig8_binary.csv'}"
+    for script, name in ((scripts / "figures" / "fig8_binary.py", "fig8_binary"), (scripts / "report.py", "report")):
+        r = subprocess.run([sys.executable, str(script), "--results", str(tmp_path)], capture_output=True, text=True)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith(f"{name}: error: {tmp_path / 'fig8_binary.csv'} ") and said in r.stderr, r.stderr
+        assert fix in r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["fig8_binary.csv"]
+
+
+def test_a_broken_notes_file_is_one_line_for_the_report(tmp_path):
+    (tmp_path / "notes.yaml").write_text("intro: [\n")
+    r = subprocess.run([sys.executable, str(Path(AGGREGATE).with_name("report.py")), "--results", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip() == (f"report: error: {tmp_path / 'notes.yaml'} is not valid YAML "
+                                                      "(while parsing a flow node): mend it, or move it aside")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.yaml"]
+
+
 def test_a_result_file_is_replaced_whole_or_not_at_all(tmp_path):
     """aggregate.py and report.py write through write_atomically: a write that fails half-way
     leaves the old CSV as it was, and no temporary file behind."""

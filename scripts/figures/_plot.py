@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from amtrain.errors import OutputError  # noqa: E402
+from amtrain.errors import AmtrainError  # noqa: E402
 from amtrain.results import METHOD_LABELS, end_of_epochs, load as load_csv, select, write_atomically  # noqa: E402
 
 LABELS = {**METHOD_LABELS, "admm": "ADMM (Taylor et al.)"}
@@ -41,12 +41,12 @@ def args(argv=None, doc: str = "") -> argparse.Namespace:
 def run(argv, doc: str, name: str, sweeps: List[str], draw) -> List[Path]:
     """A figure script's main: read the first sweep's CSV (test accuracy) and ``draw(df, args)``."""
     a = args(argv, doc)
-    df = load(a.results, sweeps[0])
-    if df is None:
-        return missing(a.results, name, sweeps)
     try:
+        df = load(a.results, sweeps[0])
+        if df is None:
+            return missing(a.results, name, sweeps)
         return draw(select(df), a)
-    except OutputError as e:
+    except AmtrainError as e:  # a CSV that is not aggregate.py's, an output that cannot be written
         raise SystemExit(f"{name}: error: {e}") from None
 
 
