@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import csv
 import datetime
+import fcntl
 import importlib.util
 import os
 import shlex
@@ -80,11 +81,12 @@ LOG_FIELDS = ["finished", "figure", "sweep", "status", "seconds", "command"]
 
 
 def log_run(log: Path, row: dict) -> None:
-    """Append one row to runs.csv at once: a later sweep that is stopped cannot lose it."""
-    new = not log.exists()
+    """Append one row to runs.csv at once: a later sweep that is stopped cannot lose it. Under a
+    lock, so that two invocations at once write one header and whole rows."""
     with open(log, "a", newline="") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
         w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
-        if new:
+        if fh.seek(0, os.SEEK_END) == 0:
             w.writeheader()
         w.writerow(row)
 

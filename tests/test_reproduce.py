@@ -325,6 +325,23 @@ def test_runs_csv_gets_each_sweep_as_it_ends_and_a_stopped_one_as_interrupted(tm
     assert "optim.accelerate=false" in rows[1]["command"] and float(rows[1]["seconds"]) >= 0
 
 
+def test_two_invocations_logging_at_once_write_one_header_and_whole_rows(tmp_path):
+    """runs.csv is appended under a lock: created by whichever comes first, never two headers."""
+    log = tmp_path / "runs.csv"
+    code = (f"import sys; sys.path.insert(0, {str(REPO / 'scripts')!r}); import reproduce\n"
+            f"for i in range(300):\n"
+            f"    reproduce.log_run(__import__('pathlib').Path({str(log)!r}), dict(finished='now', figure=sys.argv[1], "
+            f"sweep=str(i), status='ok', seconds=1.5, command='amtrain -m ' + 'x=1,' * 50))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, name]) for name in ("a", "b", "c")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    lines = log.read_text().splitlines()
+    assert lines[0] == ",".join(script("reproduce").LOG_FIELDS) and lines.count(lines[0]) == 1
+    rows = list(csv.DictReader(log.open()))
+    assert len(rows) == 900 and all(r["command"] == "amtrain -m " + "x=1," * 50 for r in rows)
+    for name in "abc":  # each invocation's rows whole and in its order
+        assert [int(r["sweep"]) for r in rows if r["figure"] == name] == list(range(300))
+
+
 def test_a_stopped_reproduce_stops_the_amtrain_it_runs(tmp_path):
     """SIGTERM to the script reaches the sweep it is waiting for: no amtrain is left running."""
     pid_file = tmp_path / "child.pid"
