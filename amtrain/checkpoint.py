@@ -11,7 +11,8 @@ atomically (a temporary file, then a rename, so a run killed while saving keeps 
 * the loop's counters (epoch, step, samples seen, training seconds, the divergence guard's first
   loss) and, per seed, how far its ``metrics.partial.csv`` had been written (a byte offset);
 * what it may only be resumed with: the run id, the resolved config, amtrain's source
-  (:func:`code_fingerprint`: its syntax, not its comments or docstrings), torch's version and the
+  (:func:`amtrain.provenance.code_fingerprint`: its syntax, not its comments or docstrings), torch's
+  version and the
   device type.
 
 When the same command runs again (``resume=true``) into a folder with no ``DONE`` and a usable
@@ -29,14 +30,11 @@ folder, with the group's seeds and run ids; it resumes when the same seeds are r
 """
 from __future__ import annotations
 
-import ast
-import hashlib
 import logging
 import os
 import random
 import shutil
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -45,6 +43,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from amtrain.config import ENVIRONMENT_KEYS, flat_keys
+from amtrain.provenance import code_fingerprint
 
 log = logging.getLogger("amtrain")
 
@@ -54,30 +53,6 @@ FORMAT = 1
 
 class NotCheckpointable(TypeError):
     """Raised while pickling state that cannot go into a checkpoint (the message says which)."""
-
-
-def source_fingerprint(root: Path) -> str:
-    """A hash of what the Python sources under ``root`` compute: each file's syntax tree without
-    its docstrings. Comments, docstrings, blank lines and line breaks do not change it; any other
-    edit (a constant, a name, a message, a new or renamed file) does."""
-    h = hashlib.sha256()
-    for path in sorted(Path(root).rglob("*.py")):
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-        for node in ast.walk(tree):
-            body = getattr(node, "body", None)
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
-                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-        h.update(str(path.relative_to(root)).encode() + b"\0" + ast.dump(tree).encode() + b"\0")
-    return h.hexdigest()[:16]
-
-
-@lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """amtrain's :func:`source_fingerprint`: a checkpoint resumes only with code that computes what
-    the code that wrote it did (a comment or docstring edited since does not matter)."""
-    return source_fingerprint(Path(__file__).resolve().parent)
 
 
 def computed_keys(cfg: DictConfig) -> Dict[str, object]:

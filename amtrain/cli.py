@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from amtrain import sweep
 from amtrain.config import OPTIONAL_GROUPS, REQUIRED_GROUPS, register_configs, validate
 from amtrain.errors import AmtrainError, ConfigError, Interrupted
+from amtrain.provenance import other_code
 from amtrain.rundir import claim_new, ensure_writable
 
 CONFIG_MODULE = "amtrain.conf"
@@ -238,8 +239,9 @@ def _single(argv: List[str], overrides: List[str], cfg_only: bool) -> int:
         print(f"amtrain: {result.out_dir} went on from its checkpoint after epoch {result.resumed_after} "
               "(train.log says what was moved aside)", file=sys.stderr)
     if result is not None and result.status == "skipped":
-        print(f"amtrain: skipped {result.out_dir}: it finished already (DONE); resume=false reruns it, moving "
-              f"its outputs to {result.out_dir}/.superseded/", file=sys.stderr)
+        other = other_code(result.out_dir)
+        print(f"amtrain: skipped {result.out_dir}: it finished already (DONE){', ' + other if other else ''}; "
+              f"resume=false reruns it, moving its outputs to {result.out_dir}/.superseded/", file=sys.stderr)
     return rc
 
 

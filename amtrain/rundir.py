@@ -140,13 +140,15 @@ class RunDir:
         """The metrics recorded in DONE (``run_id`` as text, the rest as numbers)."""
         return parse_done((self.path / DONE).read_text())
 
-    def begin(self, config_yaml: str, extra: Optional[Mapping[str, str]] = None) -> str:
+    def begin(self, config_yaml: str, extra: Optional[Mapping[str, str]] = None, provenance: str = "") -> str:
         """Move any earlier outputs aside, then write ``config.yaml`` (and ``extra`` files, e.g.
-        ``.hydra/overrides.yaml``) for a new run; return its run id."""
+        ``.hydra/overrides.yaml``) for a new run; return its run id. ``provenance``: a comment line
+        saying what code runs it (:func:`amtrain.provenance.line`), second in ``config.yaml``."""
         assert self._fd is not None, "begin() needs the lock: use `with RunDir(path) as rd`"
         self.superseded = self._supersede()
         self.run_id = new_run_id()
-        (self.path / CONFIG).write_text(f"# amtrain run {self.run_id}\n" + config_yaml)
+        header = f"# amtrain run {self.run_id}\n" + (f"{provenance}\n" if provenance else "")
+        (self.path / CONFIG).write_text(header + config_yaml)
         for name, text in (extra or {}).items():
             target = self.path / name
             target.parent.mkdir(parents=True, exist_ok=True)

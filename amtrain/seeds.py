@@ -30,7 +30,7 @@ from typing import Callable, List, Mapping, Optional, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from amtrain import checkpoint
+from amtrain import checkpoint, provenance
 from amtrain.config import Mode, validate
 from amtrain.data import build_data
 from amtrain.errors import ConfigError, FolderBusy, failure_line
@@ -118,7 +118,7 @@ def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optio
             i, rd = rest[0]
             single, single_why = stopped_run(rd, cfgs[i])
             if single is None:
-                rd.begin(OmegaConf.to_yaml(cfgs[i], resolve=True), extra_files[i])
+                rd.begin(OmegaConf.to_yaml(cfgs[i], resolve=True), extra_files[i], provenance.line())
             try:
                 outcomes[i] = RunResult(_run_locked(cfgs[i], rd, single, single_why or why), "finished", rd.path,
                                         rd.run_id, single and single.epoch)
@@ -126,7 +126,7 @@ def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optio
                 outcomes[i] = e
         elif rest:
             for i, rd in rest:
-                rd.begin(OmegaConf.to_yaml(cfgs[i], resolve=True), extra_files[i])
+                rd.begin(OmegaConf.to_yaml(cfgs[i], resolve=True), extra_files[i], provenance.line())
             _run_batched([cfgs[i] for i, _ in rest], [rd for _, rd in rest], [i for i, _ in rest], outcomes,
                          why=why)
         for out_dir, outcome in zip(out_dirs, outcomes):

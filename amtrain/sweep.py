@@ -34,6 +34,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 from omegaconf import DictConfig, OmegaConf
 
 from amtrain.errors import AmtrainError, ConfigError, DivergenceError, FolderBusy, Interrupted, failure_line
+from amtrain.provenance import OTHER_CODE, other_code
 
 TOKEN_ENV = "AMTRAIN_SWEEP_TOKEN"
 REPORTS = Path(".amtrain") / "reports"
@@ -187,7 +188,7 @@ def folder_state(job: Job) -> Tuple[str, str]:
             changed = differences(job.dir, job.cfg)
         except AmtrainError:
             return "different", "its config.yaml cannot be read"
-        return ("different", changed) if changed else ("finished", "")
+        return ("different", changed) if changed else ("finished", other_code(job.dir) or "")
     return ("checkpoint" if (job.dir / CHECKPOINT).exists() else "to run"), ""
 
 
@@ -353,7 +354,9 @@ def _report_outcome(sweep_dir: Path, job_dir: Path, outcome, failed_before: Opti
         resumed = getattr(outcome, "resumed_after", None)
         report(sweep_dir, job_dir, "finished", "" if resumed is None else _resumed_line(job_dir, resumed))
     else:
-        report(sweep_dir, job_dir, "skipped", "finished already (DONE); resume=false reruns it")
+        other = other_code(job_dir)
+        report(sweep_dir, job_dir, "skipped", f"finished already (DONE){', ' + other if other else ''}; "
+                                              "resume=false reruns it")
 
 
 def _resumed_line(job_dir: Path, epoch: int) -> str:
@@ -645,7 +648,7 @@ def summary(the_plan: Plan, token: str, width: int = 30) -> Tuple[str, int]:
     head = f"sweep {_short(the_plan.sweep_dir)}: {len(rows)} jobs: " + ", ".join(
         f"{counts[s]} {words[s]}" for s in STATUSES if counts[s])
     problems = ("failed", "diverged", "interrupted", "missing", "elsewhere")
-    shown = rows if len(rows) <= width else [r for r in rows if r[0] in problems]
+    shown = rows if len(rows) <= width else [r for r in rows if r[0] in problems or OTHER_CODE in r[2]]
     lines = [head] + [f"  {s:<11} {_short(d)}" + (f": {why}" if why else "") for s, d, why in shown]
     if len(shown) < len(rows):
         lines.append(f"  ({len(rows) - len(shown)} finished or skipped jobs not listed)")

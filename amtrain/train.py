@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from amtrain import checkpoint
+from amtrain import checkpoint, provenance
 from amtrain.config import ENVIRONMENT_KEYS, Mode, flat_keys, validate
 from amtrain.data import build_data
 from amtrain.errors import ConfigError, DivergenceError, failure_line
@@ -144,7 +144,7 @@ def run(cfg: DictConfig, out_dir, extra_files: Optional[Mapping[str, str]] = Non
                              final.get("run_id"))
         found, why = stopped_run(rd, cfg)
         if found is None:
-            rd.begin(config_yaml, extra_files)
+            rd.begin(config_yaml, extra_files, provenance.line())
         final = _run_locked(cfg, rd, found, why)
         return RunResult(final, "finished", out_dir, rd.run_id, found and found.epoch)
 

@@ -17,7 +17,9 @@ step (``wall_time``: the mean training seconds there).
 ``variant`` is a short hash of the run's resolved config without its seed, so runs that
 differ in any other setting are never averaged together; ``settings`` spells out how a
 variant differs from the others of the same method, ``overrides`` the command-line
-overrides its runs had (several spellings of one variant joined by `` | ``).
+overrides its runs had (several spellings of one variant joined by `` | ``), and ``code``
+the amtrain code its seeds ran on (amtrain.provenance; empty for runs that recorded none).
+A configuration whose seeds ran on different code is said on stderr.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from omegaconf import OmegaConf
 from amtrain.config import flat_keys
 from amtrain.errors import OutputError
 from amtrain.results import writable_file, write_atomically
+from amtrain.provenance import of_run
 from amtrain.rundir import run_ids
 from amtrain.sweep import expand, job_dirname
 
@@ -101,6 +104,8 @@ def read_metrics(path: Path) -> pd.DataFrame:
     missing = [c for c in ("step", "epoch", "samples_seen", "split", "metric", "value", "seed") if c not in df]
     if missing:
         raise ValueError(f"metrics.csv lacks the columns {', '.join(missing)}")
+    if df.empty:
+        raise ValueError("metrics.csv has no rows")
     if df.value.isna().any() or pd.to_numeric(df.value, errors="coerce").isna().any():
         raise ValueError("metrics.csv has rows without a numeric value (a torn line?)")
     return df
@@ -119,6 +124,22 @@ def _same_seed_twice(by_seed: dict, key: tuple, run: Path, run_id: Optional[str]
     raise SystemExit(f"aggregate: error: seed {key[1]} of one configuration ran twice, in {other} and {run}: "
                      "counted twice, it would weigh double in the mean; give only one of them (move the other "
                      "aside or out of the folders given)")
+
+
+def _mixed_code(frames: List[pd.DataFrame]) -> List[str]:
+    """A line per configuration whose seeds ran on different amtrain code (a sweep resumed after
+    the code changed skips its finished jobs): its mean mixes two versions of the method."""
+    if not frames:
+        return []
+    runs = pd.DataFrame([f.iloc[0][["dataset", "model", "optim", "variant", "seed", "code"]] for f in frames])
+    out = []
+    for (dataset, model, optim, v), g in runs.groupby(["dataset", "model", "optim", "variant"]):
+        if g.code.nunique() > 1:
+            by_code = "; ".join(f"{code or 'not recorded'}: seed{'s' * (len(c) > 1)} "
+                                f"{' '.join(map(str, sorted(c.seed)))}" for code, c in g.groupby("code"))
+            out.append(f"{dataset} {model} {optim} (variant {v}): its seeds ran on {g.code.nunique()} versions of "
+                       f"amtrain's code ({by_code}); rerun the older ones with resume=false to compare like with like")
+    return out
 
 
 def never_started(root: Path) -> List[str]:
@@ -168,12 +189,15 @@ def load(dirs) -> pd.DataFrame:
                 copies.append(copy)
                 continue
             configs[v["variant"]] = v["config"]
-            frames.append(df.assign(variant=v["variant"], overrides=overrides(run)))
+            code = (of_run(run) or {}).get("code", "")[:8]  # "": a run that recorded none
+            frames.append(df.assign(variant=v["variant"], overrides=overrides(run), code=code))
         left_out += never_started(d)
     for u in left_out:
         print(f"missing cell: {u}", file=sys.stderr)
     for c in copies:
         print(f"note: {c}", file=sys.stderr)
+    for line in _mixed_code(frames):
+        print(f"note: {line}", file=sys.stderr)
     if legacy:
         print(f"note: {legacy} runs carry no run id (made before run ids existed); read as they are", file=sys.stderr)
     if not frames:
@@ -201,6 +225,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     out["wall_time"] = g.wall_time.mean()  # training seconds at that point, mean over seeds
     out["n_seeds"] = g.seed.nunique()
     out["seeds"] = g.seed.apply(lambda s: " ".join(map(str, sorted(set(s)))))
+    out["code"] = g.code.apply(lambda s: " ".join(sorted(set(s) - {""})))  # amtrain.provenance, 8 digits
     return out.reset_index()
 
 

@@ -66,6 +66,36 @@ def test_each_seed_counts_once_however_the_folders_are_given(make_cfg, tmp_path)
     assert out.read_text() == "kept"
 
 
+def test_a_configuration_whose_seeds_ran_on_other_code_is_said_and_each_cell_names_its_code(make_cfg, tmp_path):
+    """A sweep resumed after the code changed skips its finished seeds: the mean then mixes two
+    versions of the method. aggregate.py says which seeds ran on which, and the CSV's ``code``
+    column lists every cell's (amtrain.provenance)."""
+    from amtrain import provenance
+
+    for seed in (0, 1, 2):
+        run(make_cfg("optim=sgd", f"seed={seed}"), tmp_path / "sweep" / f"s{seed}")
+    out = tmp_path / "agg.csv"
+    cmd = [sys.executable, str(SCRIPT), str(tmp_path / "sweep"), "-o", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    now = provenance.code_fingerprint()[:8]
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+    assert (pd.read_csv(out, dtype={"code": str}).code == now).all()
+    for seed, line in ((1, "# code 0123456789abcdef git 0000000 torch 2.0\n"), (2, "")):  # older code; none recorded
+        config = tmp_path / "sweep" / f"s{seed}" / "config.yaml"
+        head, _, rest = config.read_text().split("\n", 2)
+        config.write_text(f"{head}\n{line}{rest}")
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (f"note: synthetic mlp_2x100 sgd (variant {pd.read_csv(out).variant.iloc[0]}): its seeds ran on 3 versions "
+            f"of amtrain's code (not recorded: seed 2; 01234567: seed 1; {now}: seed 0); rerun the older ones with "
+            "resume=false to compare like with like") in r.stderr
+    assert (pd.read_csv(out, dtype={"code": str}).code == " ".join(sorted(["01234567", now]))).all()
+    assert provenance.other_code(tmp_path / "sweep" / "s1") == (
+        f"on other amtrain code (01234567, git 0000000; this is {now}, git {provenance.git_commit()[:8]})")
+    assert provenance.other_code(tmp_path / "sweep" / "s0") is None
+    assert provenance.other_code(tmp_path / "sweep" / "s2") is None  # nothing recorded to compare
+
+
 def final_test_acc(make_cfg, tmp_path, overrides_by_seed):
     """Run each seed with its overrides (also written as its .hydra/overrides.yaml), aggregate
     the folder, and return the aggregate and its rows of the final test accuracy."""

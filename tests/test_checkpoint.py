@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import amtrain.train as train_mod
-from amtrain import checkpoint
+from amtrain import checkpoint, provenance
 from amtrain.cli import command as amtrain_cmd
 from amtrain.errors import Interrupted
 from amtrain.rundir import run_ids
@@ -212,21 +212,21 @@ def test_the_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_p
     (src / "sub" / "__init__.py").write_text("")
     module = src / "sub" / "step.py"
     module.write_text('"""Step."""\n\ndef step(x):\n    """Doc."""\n    return x * 0.5  # halve\n')
-    before = checkpoint.source_fingerprint(src)
+    before = provenance.source_fingerprint(src)
     same = ['"""Step, edited."""\n\n\ndef step(x):\n    """Another doc."""\n    # a new comment\n'
             '    return (x *\n            0.5)\n',
             'def step(x):\n    return x * 0.5\n']
     for text in same:
         module.write_text(text)
-        assert checkpoint.source_fingerprint(src) == before, text
+        assert provenance.source_fingerprint(src) == before, text
     for text in ['def step(x):\n    return x * 0.25\n', 'def step(y):\n    return y * 0.5\n',
                  'def step(x):\n    """Doc."""\n    "not a docstring"\n    return x * 0.5\n']:
         module.write_text(text)
-        assert checkpoint.source_fingerprint(src) != before, text
+        assert provenance.source_fingerprint(src) != before, text
     module.write_text('def step(x):\n    return x * 0.5\n')
     module.rename(src / "sub" / "renamed.py")
-    assert checkpoint.source_fingerprint(src) != before
-    assert checkpoint.code_fingerprint() == checkpoint.source_fingerprint(Path(checkpoint.__file__).parent)
+    assert provenance.source_fingerprint(src) != before
+    assert provenance.code_fingerprint() == provenance.source_fingerprint(Path(checkpoint.__file__).parent)
 
 
 def test_the_summary_says_how_many_times_a_requeued_job_went_on(tmp_path):

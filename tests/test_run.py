@@ -1,6 +1,7 @@
 """run(cfg, out_dir): every method learns; outputs, determinism, failure handling."""
 import pandas as pd
 import pytest
+import torch
 
 from amtrain.errors import ConfigError, DivergenceError
 from amtrain.metrics import COLUMNS
@@ -50,6 +51,11 @@ def test_run_dir_contents(make_cfg, tmp_path):
     run_id = df.run_id.unique().tolist()
     assert len(run_id) == 1
     assert (tmp_path / "config.yaml").read_text().startswith(f"# amtrain run {run_id[0]}\n")
+    # the second line says what code ran it (amtrain.provenance)
+    from amtrain import provenance
+
+    assert provenance.of_run(tmp_path) == {"code": provenance.code_fingerprint(), "git": provenance.git_commit(),
+                                           "torch": torch.__version__}
     assert (tmp_path / "DONE").read_text().startswith(f"run_id={run_id[0]} val/acc=")
     # DONE is written last
     assert (tmp_path / "DONE").stat().st_mtime_ns >= (tmp_path / "metrics.csv").stat().st_mtime_ns

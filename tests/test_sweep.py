@@ -25,9 +25,15 @@ def test_stable_job_dirs_and_resume_runs_only_unfinished_jobs(tmp_path):
     (killed / "DONE").unlink()
     (killed / "metrics.csv").rename(killed / "metrics.partial.csv")
     stamps = {j: (j / "DONE").stat().st_mtime_ns for j in jobs if j != killed}
+    older = jobs[0] / "config.yaml"  # a job that ran on other code (a sweep resumed after a git pull)
+    head, second, rest = older.read_text().split("\n", 2)
+    assert second.startswith("# code ")
+    older.write_text(f"{head}\n# code 0123456789abcdef git 0000000 torch 2.0\n{rest}")
     r = amtrain(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "4 jobs: 1 finished, 3 skipped (finished before)" in r.stdout
+    assert f"{jobs[0].name}: finished already (DONE), on other amtrain code (01234567, git 0000000; this is " in r.stdout
+    assert r.stdout.count("on other amtrain code") == 1
     assert (killed / "DONE").exists() and (killed / "metrics.csv").exists()
     assert all((j / "DONE").stat().st_mtime_ns == t for j, t in stamps.items())  # not rerun
     # resume=false reruns everything

@@ -1,0 +1,90 @@
+"""What code made a run: recorded in its ``config.yaml``, compared when results are put together.
+
+A run's second line of ``config.yaml`` reads::
+
+    # code 3f9c0a1b2d4e5f60 git 94f68bc2a1d0 torch 2.14.1
+
+``code`` is :func:`code_fingerprint`, a hash of what amtrain's sources compute (their syntax
+trees, without comments or docstrings); ``git`` the commit of the checkout the code was
+imported from (``none`` outside one); ``torch`` its version. A checkpoint resumes only under
+the same code and torch (:mod:`amtrain.checkpoint`); ``scripts/aggregate.py`` says when a
+cell's seeds ran under different code, and a sweep says when it skips a job that did.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, Optional
+
+PACKAGE = Path(__file__).resolve().parent
+_LINE = re.compile(r"^# code (\S+) git (\S+) torch (\S+)")
+
+
+def source_fingerprint(root: Path) -> str:
+    """A hash of what the Python sources under ``root`` compute: each file's syntax tree without
+    its docstrings. Comments, docstrings, blank lines and line breaks do not change it; any other
+    edit (a constant, a name, a message, a new or renamed file) does."""
+    h = hashlib.sha256()
+    for path in sorted(Path(root).rglob("*.py")):
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(str(path.relative_to(root)).encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """amtrain's :func:`source_fingerprint` (about 0.2 s, once per process)."""
+    return source_fingerprint(PACKAGE)
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of the git checkout amtrain is imported from (12 hex digits), or ``none``."""
+    try:
+        out = subprocess.run(["git", "-C", str(PACKAGE), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):  # no git on this machine
+        return "none"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "none"
+
+
+def line() -> str:
+    """This process's provenance, as a run's ``config.yaml`` records it (without the newline)."""
+    import torch
+
+    return f"# code {code_fingerprint()} git {git_commit()} torch {torch.__version__}"
+
+
+def of_run(folder) -> Optional[Dict[str, str]]:
+    """{code, git, torch} recorded in a run folder's ``config.yaml``; None for a run that recorded
+    none (made before amtrain did, or no such file)."""
+    try:
+        with open(Path(folder) / "config.yaml") as fh:
+            fh.readline()
+            m = _LINE.match(fh.readline())
+    except (OSError, UnicodeDecodeError):
+        return None
+    return dict(zip(("code", "git", "torch"), m.groups())) if m else None
+
+
+OTHER_CODE = "on other amtrain code"
+
+
+def other_code(folder) -> Optional[str]:
+    """Words for a run in ``folder`` that recorded other code than this process runs (e.g. a sweep
+    resumed after a ``git pull``: its finished jobs are skipped, not rerun), else None."""
+    then = of_run(folder)
+    if then is None or then["code"] == code_fingerprint():
+        return None
+    return (f"{OTHER_CODE} ({then['code'][:8]}, git {then['git'][:8]}; this is {code_fingerprint()[:8]}, "
+            f"git {git_commit()[:8]})")
