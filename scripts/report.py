@@ -36,6 +36,20 @@ def _test_acc(results: Path, sweep: str) -> Optional[pd.DataFrame]:
     return None if df is None else select(df)
 
 
+def code_line(results: Path, sweeps) -> list:
+    """Which amtrain code the figure's runs recorded (aggregate.py's ``code`` column): a line when
+    any did, and a warning when they ran on more than one version."""
+    codes = set()
+    for sweep in sweeps:
+        df = load(results / f"{sweep}.csv")
+        if df is not None and "code" in df:
+            codes |= {c for cell in df.code.dropna() for c in str(cell).split()}
+    if not codes:
+        return []
+    more = " (more than one version: see scripts/aggregate.py's notes)" if len(codes) > 1 else ""
+    return ["", f"Code (amtrain/provenance.py): {', '.join(sorted(codes))}{more}."]
+
+
 def _at(df: pd.DataFrame, at) -> pd.DataFrame:
     """One row per variant: the evaluation at `at` (last, {epoch: N}, {step: N})."""
     if at == "last":
@@ -278,6 +292,7 @@ def write_report(primary: Path, fallback: Optional[Path], out: Path) -> None:
             lines += final_table(results, spec["sweeps"])
         if spec.get("standing"):
             lines += standing(results, spec["sweeps"], spec["standing"])
+        lines += code_line(results, spec["sweeps"])
         if fig in notes:
             lines += ["", notes[fig].strip()]
         lines.append("")

@@ -237,6 +237,10 @@ def test_smoke_report_has_every_figure_and_verdicts(smoke):
     assert "| mlp_2x100 | AM-Adam |" in text
     assert "| fashion_mnist | mlp_2x100 | dlADMM | " in text  # tab_aux_family's table
     assert "each method beside AM-Adam" in text  # fig9's standing, per pass and per second
+    from amtrain.provenance import code_fingerprint
+
+    code = f"Code (amtrain/provenance.py): {code_fingerprint()[:8]}."  # what every run recorded
+    assert text.count(code) == len(FIGURES), text
 
 
 def test_figures_redraw_from_csvs_alone(smoke, tmp_path):
