@@ -36,6 +36,7 @@ from amtrain.models import build_model
 from amtrain.models.stacked import stack
 from amtrain.optim import build_trainer
 from amtrain.optim.am import memory
+from _args import check_choices, device_name, nonnegative_int, positive_int
 
 ONLINE = ["adam", "sgd", "am_adam", "am_mem"]
 OFFLINE = ["am_adam_off", "am_mem_off", "admm"]
@@ -331,24 +332,27 @@ def main_sync(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(SHAPES))
-    p.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    p.add_argument("--devices", nargs="+", type=device_name,
+                   default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     p.add_argument("--mode", default="release", choices=["release", "paper"])
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=200)
-    p.add_argument("--offline-rows", type=int, default=10000)
-    p.add_argument("--offline-epochs", type=int, default=3)
+    p.add_argument("--steps", type=positive_int, default=200)
+    p.add_argument("--warmup", type=nonnegative_int, default=20)
+    p.add_argument("--batch-size", type=positive_int, default=200)
+    p.add_argument("--offline-rows", type=positive_int, default=10000)
+    p.add_argument("--offline-epochs", type=positive_int, default=3)
     p.add_argument("--no-offline", action="store_true")
     p.add_argument("--no-streams", action="store_true", help="skip the CUDA layer-concurrency measurement")
     p.add_argument("--no-floor", action="store_true", help="skip timing AM-mem's dense products alone")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--seeds", action="store_true", help="only the seed-axis table (S stacked copies per step)")
-    p.add_argument("--seed-counts", nargs="+", default=[1, 2, 5, 10], help="the S of the --seeds table")
+    p.add_argument("--seed-counts", nargs="+", type=positive_int, default=[1, 2, 5, 10],
+                   help="the S of the --seeds table")
     p.add_argument("--sync", action="store_true",
                    help="only the clock table: steps with a host sync after each against none (CUDA's training "
                         "loop); --seed-counts default to 1 5 here")
-    p.add_argument("--rounds", type=int, default=5, help="--sync: windows of --steps steps per way")
+    p.add_argument("--rounds", type=positive_int, default=5, help="--sync: windows of --steps steps per way")
     args = p.parse_args()
+    check_choices(p, "--models", args.models, list(SEED_MODELS if args.seeds or args.sync else SHAPES))
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.sync:

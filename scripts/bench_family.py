@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from _args import check_choices, options, positive_int
+
 DEFAULT = ["admm:mlp_2x100", "am_adam_off:mlp_2x100", "am_mem_off:mlp_2x100", "dladmm:mlp_2x100",
            "mdlam:mlp_2x100", "mdlam:mlp_2x100:optim.accelerate=false", "bcd:mlp_2x100",
            "dladmm:mlp_2x1000", "bcd:mlp_3x1500"]
@@ -54,11 +56,15 @@ def child(method: str, model: str, extra: list, n: int, reps: int) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=60000, help="training rows (MNIST: 60,000)")
-    p.add_argument("--reps", type=int, default=3, help="timed iterations after the first")
+    p.add_argument("--n", type=positive_int, default=60000, help="training rows (MNIST: 60,000)")
+    p.add_argument("--reps", type=positive_int, default=3, help="timed iterations after the first")
     p.add_argument("--only", default=None, help="comma-separated method:model[:override...] entries")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    for entry in (a.only.split(",") if a.only else []):
+        method, _, rest = entry.partition(":")
+        check_choices(p, "--only (method)", [method], options("optim"))
+        check_choices(p, "--only (model)", [rest.split(":")[0]], options("model"))
     if a.child:
         method, model, *extra = a.child.split(":")
         print(json.dumps(child(method, model, extra, a.n, a.reps)))

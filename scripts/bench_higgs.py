@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _args import nonnegative_int, positive_int
+
 CONVERT = """
 import json, resource, sys, time
 from amtrain.data.higgs_convert import convert
@@ -81,10 +83,10 @@ def stage(code: str, *args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    p.add_argument("--test-rows", type=int, default=500_000)
+    p.add_argument("--rows", type=positive_int, nargs="+", default=[1_000_000, 10_000_000])
+    p.add_argument("--test-rows", type=positive_int, default=500_000)
     p.add_argument("--gzip", action="store_true", help="gzip the text file, as the UCI download is")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for streaming")
+    p.add_argument("--workers", type=nonnegative_int, default=0, help="DataLoader workers for streaming")
     p.add_argument("--workdir", default=None, help="where to put the files (default: a temporary folder)")
     args = p.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_higgs_"))

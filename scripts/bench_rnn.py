@@ -26,6 +26,7 @@ import torch
 from amtrain.cli import compose
 from amtrain.models import build_model
 from amtrain.optim import build_trainer
+from _args import check_choices, device_name, positive_int
 
 ALL_WAYS = {"sgd (BPTT)": ["optim=sgd"], "am_adam reference": ["optim=am_adam", "optim.fast=false"],
             "am_adam fast": ["optim=am_adam"], "am_adam compiled": ["optim=am_adam", "optim.compile=true"],
@@ -34,15 +35,17 @@ ALL_WAYS = {"sgd (BPTT)": ["optim=sgd"], "am_adam reference": ["optim=am_adam", 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--hidden", type=int, default=15)
+    p.add_argument("--steps", type=positive_int, default=5)
+    p.add_argument("--batch", type=positive_int, default=1024)
+    p.add_argument("--hidden", type=positive_int, default=15)
     p.add_argument("--readouts", default="last,sequence,mean")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--code-iters", type=int, default=None, help="AM-Adam's code iterations K (optim.codes.iters)")
+    p.add_argument("--device", type=device_name, default="cpu")
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--code-iters", type=positive_int, default=None,
+                   help="AM-Adam's code iterations K (optim.codes.iters)")
     p.add_argument("--no-compile", action="store_true", help="leave out the compiled ways (a compile: ~30 s with a cold cache)")
     a = p.parse_args(argv)
+    check_choices(p, "--readouts", a.readouts.split(","), ["last", "sequence", "mean"])
     WAYS = {w: o for w, o in ALL_WAYS.items() if not (a.no_compile and "optim.compile=true" in o)}
     am_extra = [] if a.code_iters is None else [f"optim.codes.iters={a.code_iters}"]
     if a.threads:

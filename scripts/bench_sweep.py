@@ -29,6 +29,7 @@ from pathlib import Path
 from amtrain.cli import command
 from amtrain.rundir import parse_done
 from amtrain.sweep import cores
+from _args import check_choices, options, positive_int
 
 
 def sweep(root: Path, name: str, optim: str, train: int, launcher: list, threads) -> tuple:
@@ -49,10 +50,11 @@ def sweep(root: Path, name: str, optim: str, train: int, launcher: list, threads
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--train", type=int, default=10000, help="training samples per job (batch 200)")
+    p.add_argument("--rounds", type=positive_int, default=3)
+    p.add_argument("--train", type=positive_int, default=10000, help="training samples per job (batch 200)")
     p.add_argument("--optims", default="am_adam,sgd")
     a = p.parse_args(argv)
+    check_choices(p, "--optims", a.optims.split(","), options("optim"))
     n = cores()
     ways = {"serial (basic launcher)": ([], None),
             f"joblib n_jobs=2, threads={n} each": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], n),

@@ -3,6 +3,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -67,3 +69,19 @@ def test_bench_rnn_prints_bptt_and_the_three_code_passes():
     for readout in ("last", "sequence"):
         assert re.search(rf"\| {readout} \|( \d+ \|){{4}}( \d+\.\d+ \|){{3}}", out), out
         assert re.search(rf"{readout}: sgd \(BPTT\) -?\d+\.\d s, am_adam reference", out), out
+
+
+@pytest.mark.parametrize("script, args, said", [
+    ("bench.py", ["--models", "mlp_2x100", "foo"], "argument --models: 'foo' not among: mlp_2x100,"),
+    ("bench.py", ["--seeds", "--seed-counts", "1", "0"], "argument --seed-counts: 0 is below 1"),
+    ("bench.py", ["--devices", "tpu"], "argument --devices: 'tpu': choose cpu or cuda"),
+    ("bench_rnn.py", ["--readouts", "last,first"], "argument --readouts: 'first' not among: last, sequence, mean"),
+    ("bench_sweep.py", ["--optims", "sgd,sgdd"], "argument --optims: 'sgdd' not among: adam,"),
+    ("bench_family.py", ["--only", "bcd:mlp_9"], "argument --only (model): 'mlp_9' not among: binary_mlp,"),
+    ("bench_higgs.py", ["--rows", "many"], "argument --rows: 'many' is not a whole number"),
+])
+def test_a_bad_benchmark_argument_is_argparses_one_line_before_any_work(script, args, said):
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / script), *args], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"{script}: error: {said}"), r.stderr
