@@ -259,3 +259,14 @@ def test_the_example_cluster_config_runs_as_it_is_on_the_single_node_cluster(slu
     assert "1 jobs: 1 finished" in r.stdout
     # TINY pins threads=1; without it a job takes cpus_per_task (2 in the example) torch threads
     assert "threads=1 " in next((tmp_path / "multirun" / "example").rglob("train.log")).read_text()
+
+
+def test_the_cluster_script_says_a_bad_folder_or_cpu_count_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    for args, said in (([str(tmp_path / "file" / "c")], f"cannot create the cluster folder {tmp_path / 'file' / 'c'} "
+                                                         "(Not a directory): choose another folder"),
+                       ([str(tmp_path / "c"), "--cpus", "-1"], "argument --cpus: -1 is below 0 (0: all)")):
+        r = subprocess.run([sys.executable, str(REPO / "scripts" / "slurm" / "cluster.py"), "start", *args],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f"cluster.py: error: {said}", r.stderr
+    assert not (tmp_path / "c").exists()

@@ -75,8 +75,11 @@ def start(folder, cpus: int = 0, timeout: float = 60.0) -> Dict[str, str]:
         raise ClusterError(f"SLURM or munge is not installed (missing {', '.join(missing)}): "
                            "apt-get install -y slurm-wlm munge")
     d = Path(folder).resolve()
-    for sub in ("state", "spool", "munge", "jobs"):
-        (d / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        for sub in ("state", "spool", "munge", "jobs"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ClusterError(f"cannot create the cluster folder {d} ({e.strerror}): choose another folder") from None
     os.chmod(d / "munge", 0o700)
     key = d / "munge" / "munge.key"
     if not key.exists():
@@ -145,14 +148,20 @@ def main(argv=None) -> int:
     p.add_argument("folder")
     p.add_argument("--cpus", type=int, default=0, help="CPUs the node offers (default: all)")
     a = p.parse_args(argv)
+    if a.cpus < 0:
+        p.error(f"argument --cpus: {a.cpus} is below 0 (0: all)")
     try:
         if a.action == "start":
             start(a.folder, a.cpus)
             print(f"export SLURM_CONF={Path(a.folder).resolve() / 'slurm.conf'}")
         else:
             stop(a.folder)
-    except (ClusterError, subprocess.CalledProcessError) as e:
+    except ClusterError as e:
         print(f"cluster.py: error: {e}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:  # a daemon refused to start
+        print(f"cluster.py: error: {Path(e.cmd[0]).name} exited {e.returncode}: see "
+              f"{Path(a.folder).resolve() / 'daemons.log'}", file=sys.stderr)
         return 2
     return 0
 
