@@ -160,6 +160,18 @@ def _environment(env: dict):
         os.environ.update(saved)
 
 
+def differences_between(a, b) -> str:
+    """How two composed job configs differ in what they compute ("" if not at all)."""
+    from omegaconf import OmegaConf
+
+    from amtrain.config import ENVIRONMENT_KEYS, flat_keys
+
+    fa, fb = (flat_keys(OmegaConf.to_container(c, resolve=True, enum_to_str=True)) for c in (a, b))
+    keys = sorted(k for k in fa.keys() | fb.keys()
+                  if k != "hydra" and not k.startswith("hydra.") and k not in ENVIRONMENT_KEYS and fa.get(k) != fb.get(k))
+    return ", ".join(f"{k}: {fa.get(k)!r} / {fb.get(k)!r}" for k in keys[:3]) + (" ..." if len(keys) > 3 else "")
+
+
 def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
     """Compose every job of every sweep in ``todo`` ([(figure, sweep, argv)]) before any runs, and
     see what each would do with its folder. A bad override, or a finished job that ran with
@@ -170,7 +182,7 @@ def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
     from amtrain.errors import ConfigError
 
     states: Counter = Counter()
-    different = []
+    different, first = [], {}  # first: job folder -> (where, its command's overrides), across sweeps
     with _environment(env):
         for fig, name, cmd in todo:
             try:
@@ -181,6 +193,12 @@ def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
                 return 2
             here, odd = Counter(), []
             for job in planned.jobs:
+                other = first.setdefault(job.dir, (f"[{fig}] {name}", job))
+                if other[1] is not job and differences_between(other[1].cfg, job.cfg):
+                    print(f"reproduce: error: {other[0]} and [{fig}] {name} both have a job in {job.dir}, with "
+                          f"other settings ({differences_between(other[1].cfg, job.cfg)}): one would be refused; "
+                          "make their overrides tell them apart", file=sys.stderr)
+                    return 2
                 state, detail = sweeps.folder_state(job)
                 here[state] += 1
                 if state == "different":

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from amtrain.cli import compose
+from amtrain.cli import command as amtrain_cmd, compose
 from conftest import REPO
 
 PLAN = yaml.safe_load((REPO / "conf" / "reproduce.yaml").read_text())
@@ -200,6 +200,21 @@ def test_smoke_runs_every_figure_sweep_and_draws_every_figure(smoke):
     lines = {f: sum(len(p["smoke"]) for p in s["sweeps"].values()) for f, s in PLAN["figures"].items()}
     assert len(rows) == sum(lines.values()) + sum(lines[f] for f in RERUN)
     assert {r["figure"] for r in rows[-sum(lines[f] for f in RERUN):]} == set(RERUN)
+
+
+def test_two_sweeps_of_a_protocol_with_a_job_in_one_folder_and_other_settings_stop_it(tmp_path, capsys):
+    """A figure's sweeps may share a sweep folder (tab_aux_family's do), never a job folder with other
+    settings: the second would be refused after the first ran."""
+    reproduce = script("reproduce")
+    base = amtrain_cmd() + ["-m", "dataset=synthetic", "seed=0", "hydra.sweep.subdir=job",
+                            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    same = [("f", "a", base + ["optim=sgd"]), ("f", "b", base + ["optim=sgd"])]
+    assert reproduce.look_ahead(same, {}, dry_run=False) == 0  # the same job twice: skipped the second time
+    assert reproduce.look_ahead([*same, ("f", "c", base + ["optim=adam"])], {}, dry_run=False) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"reproduce: error: [f] a and [f] c both have a job in {tmp_path / 'sweep' / 'job'}, "
+                          "with other settings (optim._target_: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_a_job_that_finished_with_another_configuration_stops_the_run_before_any_sweep(smoke, tmp_path):
