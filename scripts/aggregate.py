@@ -45,7 +45,9 @@ KEYS = ["dataset", "model", "optim", "mode", "variant", "split", "metric", "step
 
 
 # Keys that say where and how a run was executed, not what it computes: runs that differ
-# only in them are one variant (the seed is what the seeds of a cell differ in).
+# only in them are one variant (the seed is what the seeds of a cell differ in). A data file's
+# folder is where it was; its name is which file (HIGGS.h5 or HIGGS-subset.h5): dataset.path
+# counts by its name only.
 HOW_RUN = ("seed", "dataset.root", "dataset.path", "progress", "device", "threads", "resume", "seeds_per_process",
            "checkpoint.every_minutes")
 
@@ -57,6 +59,8 @@ class NoRuns(SystemExit):
 def variant(run_dir: Path) -> dict:
     """The run's config without seed and the keys of HOW_RUN, flattened, and its short hash."""
     cfg = flat_keys(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    if cfg.get("dataset.path"):
+        cfg["dataset.file"] = Path(str(cfg["dataset.path"])).name
     for k in HOW_RUN:
         cfg.pop(k, None)
     return {"variant": hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8],

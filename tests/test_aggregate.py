@@ -1,4 +1,5 @@
 """scripts/aggregate.py: mean/std/n over seeds, variants never mixed, unfinished runs listed."""
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,21 @@ def test_a_configuration_whose_seeds_ran_on_other_code_is_said_and_each_cell_nam
         f"on other amtrain code (01234567, git 0000000; this is {now}, git {provenance.git_commit()[:8]})")
     assert provenance.other_code(tmp_path / "sweep" / "s0") is None
     assert provenance.other_code(tmp_path / "sweep" / "s2") is None  # nothing recorded to compare
+
+
+def test_a_data_file_counts_by_its_name_not_its_folder(tmp_path):
+    """HIGGS.h5 and HIGGS-subset.h5 are different data: never one variant. The same file in
+    another folder (another machine, another AMTRAIN_DATA) is the same data."""
+    spec = importlib.util.spec_from_file_location("aggregate_under_test", SCRIPT)
+    aggregate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(aggregate)
+    variants = {}
+    for name, path in (("a", "/data/HIGGS/HIGGS.h5"), ("b", "/scratch/me/HIGGS.h5"), ("c", "data/HIGGS-subset.h5")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(f"dataset:\n  name: higgs\n  path: {path}\nseed: 0\n")
+        variants[name] = aggregate.variant(tmp_path / name)
+    assert variants["a"]["variant"] == variants["b"]["variant"] != variants["c"]["variant"]
+    assert variants["c"]["config"]["dataset.file"] == "HIGGS-subset.h5" and "dataset.path" not in variants["c"]["config"]
 
 
 def final_test_acc(make_cfg, tmp_path, overrides_by_seed):
