@@ -213,6 +213,7 @@ def preview(the_plan: Plan) -> str:
 
 # ----------------------------------------------------------------------------- seed groups
 GROUPS = Path(".amtrain") / "groups"
+PLANNED = Path(".amtrain") / "planned"
 
 
 def seed_groups(the_plan: Plan) -> List[List[Job]]:
@@ -238,14 +239,43 @@ def seed_groups(the_plan: Plan) -> List[List[Job]]:
 
 
 def write_groups(the_plan: Plan, token: str) -> None:
-    """Tell this invocation's jobs which folders each trains with (read by :func:`run_job`)."""
+    """Tell this invocation's jobs which folders each trains with, and what config each was planned
+    with (both read by :func:`run_job`)."""
     table = {str(job.dir): [{"seed": j.seed, "dir": str(j.dir), "overrides": list(j.overrides)} for j in group]
              for group in seed_groups(the_plan) for job in group}
-    path = the_plan.sweep_dir / GROUPS / f"{token}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(table))
-    os.replace(tmp, path)
+    planned = {str(job.dir): computed(job.cfg) for job in the_plan.jobs if job.cfg is not None}
+    for folder, content in ((GROUPS, table), (PLANNED, planned)):
+        path = the_plan.sweep_dir / folder / f"{token}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(content, default=str))
+        os.replace(tmp, path)
+
+
+def computed(cfg: DictConfig) -> dict:
+    """A job's config as numbers and strings, without what says where and how it runs, nor Hydra's
+    own node: what must not change between planning a sweep and running its jobs."""
+    from amtrain.config import ENVIRONMENT_KEYS, flat_keys
+
+    flat = flat_keys(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    return {k: v for k, v in flat.items()
+            if k not in ENVIRONMENT_KEYS and k != "hydra" and not k.startswith("hydra.")}
+
+
+def changed_since_planned(sweep_dir: Path, job_dir: Path, cfg: DictConfig) -> Optional[str]:
+    """Words on how ``cfg``, as the job composed it at its start, differs from the config the sweep
+    planned for it (a file under conf/ edited while the sweep ran), else None."""
+    token = os.environ.get(TOKEN_ENV)
+    try:
+        planned = json.loads((Path(sweep_dir) / PLANNED / f"{token}.json").read_text())[str(Path(job_dir).absolute())]
+    except (OSError, ValueError, KeyError, TypeError):  # not planned by amtrain -m (or an older one)
+        return None
+    now = json.loads(json.dumps(computed(cfg), default=str))  # the same JSON round trip as the plan's
+    keys = sorted(k for k in planned.keys() | now.keys() if planned.get(k) != now.get(k))
+    if not keys:
+        return None
+    shown = ", ".join(f"{k}: {planned.get(k, '<absent>')!r} then, {now.get(k, '<absent>')!r} now" for k in keys[:3])
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
 def _group_of(sweep_dir: Path, job_dir: Path) -> Optional[list]:
@@ -387,6 +417,12 @@ def run_job(run: Callable, cfg: DictConfig, out_dir: Path, sweep_dir: Path, extr
         return
     failed_before = _stamp(Path(out_dir) / "FAILED")
     group = _group_of(sweep_dir, out_dir)
+    changed = changed_since_planned(sweep_dir, out_dir, cfg)
+    if changed:  # a file under conf/ was edited while the sweep ran: this job would compute something else
+        _report_outcome(sweep_dir, out_dir, ConfigError(
+            f"the config files changed after this sweep started ({changed}): put them back to finish the sweep "
+            "as planned, or rerun it (resume=false redoes the jobs that finished before)"), failed_before)
+        return
     try:
         if setup is not None:
             setup()
@@ -640,7 +676,8 @@ def summary(the_plan: Plan, token: str, width: int = 30) -> Tuple[str, int]:
             status, reason = _fallback(job.dir, the_plan.sweep_dir)
         rows.append((status, job.dir, reason))
     shutil.rmtree(the_plan.sweep_dir / REPORTS / token, ignore_errors=True)
-    (the_plan.sweep_dir / GROUPS / f"{token}.json").unlink(missing_ok=True)
+    for folder in (GROUPS, PLANNED):
+        (the_plan.sweep_dir / folder / f"{token}.json").unlink(missing_ok=True)
     counts = {s: sum(r[0] == s for r in rows) for s in STATUSES}
     words = {"finished": "finished", "skipped": "skipped (finished before)", "elsewhere": "running elsewhere",
              "failed": "failed", "diverged": "diverged", "interrupted": "interrupted",

@@ -153,6 +153,35 @@ def test_a_job_stopped_while_it_starts_is_reported_with_the_reason(tmp_path, mon
     assert not (job / "FAILED").exists() and not (job / "DONE").exists()
 
 
+def test_a_job_composed_after_the_config_files_changed_is_refused_with_what_changed(tmp_path, monkeypatch):
+    """A file under conf/ edited while a long sweep runs: the jobs Hydra starts afterwards compose
+    the new values. Each job checks its config against the one the sweep planned for it, so the
+    sweep does not end as a mix of two configurations."""
+    from amtrain import sweep
+    from amtrain.cli import _train, compose, compose_checked
+
+    monkeypatch.setenv(sweep.TOKEN_ENV, "t1")
+    args = [*SWEEP, "optim=sgd", "seed=0,1", "seeds_per_process=1", f"hydra.sweep.dir={tmp_path / 'sw'}"]
+    planned = sweep.plan(args, compose_checked)
+    sweep.write_groups(planned, "t1")
+    first, second = planned.jobs
+    ran = compose(first.overrides)
+    assert sweep.changed_since_planned(planned.sweep_dir, first.dir, ran) is None
+    sweep.run_job(_train, ran, first.dir, planned.sweep_dir, None)
+    assert _report_of(planned.sweep_dir, first.dir)["status"] == "finished"
+    edited = compose([*second.overrides, "optim.lr=0.2", "optim.schedule.gamma=0.9"])  # conf/optim/sgd.yaml edited
+    sweep.run_job(_train, edited, second.dir, planned.sweep_dir, None)
+    rep = _report_of(planned.sweep_dir, second.dir)
+    assert rep == {**rep, "status": "failed", "reason": (
+        "the config files changed after this sweep started (optim.lr: 0.4 then, 0.2 now, optim.schedule.gamma: 0.5 "
+        "then, 0.9 now): put them back to finish the sweep as planned, or rerun it (resume=false redoes the jobs "
+        "that finished before)")}
+    assert not second.dir.exists()  # refused before its folder was made
+    # a job outside amtrain -m's planning (no plan for its token) is not checked
+    monkeypatch.setenv(sweep.TOKEN_ENV, "t2")
+    assert sweep.changed_since_planned(planned.sweep_dir, second.dir, edited) is None
+
+
 def test_an_earlier_attempts_failed_is_not_this_jobs_reason(tmp_path, monkeypatch):
     from amtrain import sweep
 
