@@ -45,7 +45,7 @@ import yaml
 from amtrain.cli import command as amtrain_cmd
 from amtrain.errors import OutputError
 from amtrain.rundir import ensure_writable
-from amtrain.sweep import plural
+from amtrain.sweep import FOLDER_STATES, plural
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -160,6 +160,12 @@ def _environment(env: dict):
         os.environ.update(saved)
 
 
+def _counts(states: Counter) -> str:
+    """'3 finished (1 on other amtrain code), 2 to run': a sweep's jobs by what running it would do."""
+    other = f" ({states['on other code']} on other amtrain code)" if states["on other code"] else ""
+    return ", ".join(f"{states[s]} {s}{other if s == 'finished' else ''}" for s in FOLDER_STATES if states[s])
+
+
 def differences_between(a, b) -> str:
     """How two composed job configs differ in what they compute ("" if not at all)."""
     from omegaconf import OmegaConf
@@ -201,6 +207,7 @@ def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
                     return 2
                 state, detail = sweeps.folder_state(job)
                 here[state] += 1
+                here["on other code"] += state == "finished" and bool(detail)  # amtrain.provenance.other_code
                 if state == "different":
                     odd.append(f"{job.dir}: {detail}")
             states.update(here)
@@ -208,14 +215,13 @@ def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
             if dry_run:
                 groups = len(sweeps.seed_groups(planned))
                 groups = f" ({plural(groups, 'seed group')})" if groups else ""
-                counts = ", ".join(f"{here[s]} {s}" for s in sweeps.FOLDER_STATES if here[s])
+                counts = _counts(here)
                 print(f"[{fig}] amtrain {_shown(cmd)}\n    {plural(len(planned.jobs), 'job')}{groups}: {counts}",
                       flush=True)
                 for line in odd:
                     print(f"    different: {line}")
-    total = sum(states.values())
-    counts = ", ".join(f"{states[s]} {s}" for s in sweeps.FOLDER_STATES if states[s])
-    print(f"{plural(len(todo), 'sweep')}, {plural(total, 'job')} checked: {counts or 'none'}", flush=True)
+    total = sum(states[s] for s in FOLDER_STATES)
+    print(f"{plural(len(todo), 'sweep')}, {plural(total, 'job')} checked: {_counts(states) or 'none'}", flush=True)
     if different:
         print(f"reproduce: error: {len(different)} finished job folder(s) ran with another configuration, which "
               f"their sweeps would refuse (the first, {different[0]}): move them aside or choose another --runs; "

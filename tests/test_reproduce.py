@@ -241,6 +241,21 @@ def test_a_job_that_finished_with_another_configuration_stops_the_run_before_any
         {p: t for p, t in before.items() if p.is_file()}  # nothing written, nothing run
 
 
+def test_the_dry_run_counts_finished_jobs_that_ran_on_other_code(smoke, tmp_path):
+    import shutil
+
+    sweep = tmp_path / "runs" / "smoke_fig8_binary"
+    shutil.copytree(smoke[0] / "runs" / "smoke_fig8_binary", sweep)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    config = jobs[0] / "config.yaml"
+    head, _, rest = config.read_text().split("\n", 2)
+    config.write_text(f"{head}\n# code 0123456789abcdef git 0000000 torch 2.0\n{rest}")  # an older amtrain's
+    r = _reproduce("--protocol", "smoke", "--figures", "fig8_binary", "--runs", str(tmp_path / "runs"),
+                   "--results", str(tmp_path / "results"), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert f"1 sweep, {len(jobs)} jobs checked: {len(jobs)} finished (1 on other amtrain code)" in r.stdout, r.stdout
+
+
 def test_smoke_report_has_every_figure_and_verdicts(smoke):
     root, _, _, report = smoke
     assert report.returncode == 0, report.stderr
