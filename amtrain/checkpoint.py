@@ -11,9 +11,8 @@ atomically (a temporary file, then a rename, so a run killed while saving keeps 
 * the loop's counters (epoch, step, samples seen, training seconds, the divergence guard's first
   loss) and, per seed, how far its ``metrics.partial.csv`` had been written (a byte offset);
 * what it may only be resumed with: the run id, the resolved config, amtrain's source
-  (:func:`amtrain.provenance.code_fingerprint`: its syntax, not its comments or docstrings), torch's
-  version and the
-  device type.
+  (:func:`amtrain.provenance.code_fingerprint`: its syntax, not its comments or docstrings),
+  torch's version and the device type.
 
 When the same command runs again (``resume=true``) into a folder with no ``DONE`` and a usable
 checkpoint, the run goes on (:meth:`amtrain.rundir.RunDir.reopen`): the same run id, its
@@ -40,9 +39,9 @@ from typing import BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from amtrain.config import ENVIRONMENT_KEYS, flat_keys
+from amtrain.config import computed_config
 from amtrain.provenance import code_fingerprint
 
 log = logging.getLogger("amtrain")
@@ -58,8 +57,7 @@ class NotCheckpointable(TypeError):
 def computed_keys(cfg: DictConfig) -> Dict[str, object]:
     """The flat resolved config without the keys that do not change what is computed, nor the
     seed (a batched group's seeds share one checkpoint: each seat's seed is checked on its own)."""
-    flat = flat_keys(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    return {k: v for k, v in flat.items() if k not in ENVIRONMENT_KEYS and k != "seed"}
+    return {k: v for k, v in computed_config(cfg).items() if k != "seed"}
 
 
 def rng_state() -> dict:

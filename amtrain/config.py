@@ -474,6 +474,16 @@ def flat_keys(node: Any, prefix: str = "") -> dict:
     return out
 
 
+def computed_config(cfg) -> dict:
+    """A composed config, resolved and flat, without the keys that say where and how a run runs
+    (ENVIRONMENT_KEYS) nor Hydra's own node: what a run computes from. Plans, checkpoints and
+    finished folders are compared on it."""
+    from omegaconf import OmegaConf
+
+    flat = flat_keys(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    return {k: v for k, v in flat.items() if k not in ENVIRONMENT_KEYS and k != "hydra" and not k.startswith("hydra.")}
+
+
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore; YAML files extend them as ``/schema_<group>_<name>``.
 

@@ -33,6 +33,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from amtrain.config import computed_config
 from amtrain.errors import AmtrainError, ConfigError, DivergenceError, FolderBusy, Interrupted, failure_line
 from amtrain.provenance import OTHER_CODE, other_code
 
@@ -243,23 +244,13 @@ def write_groups(the_plan: Plan, token: str) -> None:
     with (both read by :func:`run_job`)."""
     table = {str(job.dir): [{"seed": j.seed, "dir": str(j.dir), "overrides": list(j.overrides)} for j in group]
              for group in seed_groups(the_plan) for job in group}
-    planned = {str(job.dir): computed(job.cfg) for job in the_plan.jobs if job.cfg is not None}
+    planned = {str(job.dir): computed_config(job.cfg) for job in the_plan.jobs if job.cfg is not None}
     for folder, content in ((GROUPS, table), (PLANNED, planned)):
         path = the_plan.sweep_dir / folder / f"{token}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(content, default=str))
         os.replace(tmp, path)
-
-
-def computed(cfg: DictConfig) -> dict:
-    """A job's config as numbers and strings, without what says where and how it runs, nor Hydra's
-    own node: what must not change between planning a sweep and running its jobs."""
-    from amtrain.config import ENVIRONMENT_KEYS, flat_keys
-
-    flat = flat_keys(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    return {k: v for k, v in flat.items()
-            if k not in ENVIRONMENT_KEYS and k != "hydra" and not k.startswith("hydra.")}
 
 
 def changed_since_planned(sweep_dir: Path, job_dir: Path, cfg: DictConfig) -> Optional[str]:
@@ -270,7 +261,7 @@ def changed_since_planned(sweep_dir: Path, job_dir: Path, cfg: DictConfig) -> Op
         planned = json.loads((Path(sweep_dir) / PLANNED / f"{token}.json").read_text())[str(Path(job_dir).absolute())]
     except (OSError, ValueError, KeyError, TypeError):  # not planned by amtrain -m (or an older one)
         return None
-    now = json.loads(json.dumps(computed(cfg), default=str))  # the same JSON round trip as the plan's
+    now = json.loads(json.dumps(computed_config(cfg), default=str))  # the same JSON round trip as the plan's
     keys = sorted(k for k in planned.keys() | now.keys() if planned.get(k) != now.get(k))
     if not keys:
         return None

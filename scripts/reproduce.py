@@ -168,13 +168,10 @@ def _counts(states: Counter) -> str:
 
 def differences_between(a, b) -> str:
     """How two composed job configs differ in what they compute ("" if not at all)."""
-    from omegaconf import OmegaConf
+    from amtrain.config import computed_config
 
-    from amtrain.config import ENVIRONMENT_KEYS, flat_keys
-
-    fa, fb = (flat_keys(OmegaConf.to_container(c, resolve=True, enum_to_str=True)) for c in (a, b))
-    keys = sorted(k for k in fa.keys() | fb.keys()
-                  if k != "hydra" and not k.startswith("hydra.") and k not in ENVIRONMENT_KEYS and fa.get(k) != fb.get(k))
+    fa, fb = computed_config(a), computed_config(b)
+    keys = sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
     return ", ".join(f"{k}: {fa.get(k)!r} / {fb.get(k)!r}" for k in keys[:3]) + (" ..." if len(keys) > 3 else "")
 
 
