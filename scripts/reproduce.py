@@ -42,8 +42,9 @@ from pathlib import Path
 
 import yaml
 
-from amtrain.cli import command as amtrain_cmd
-from amtrain.errors import OutputError
+from amtrain import sweep as sweeps
+from amtrain.cli import command as amtrain_cmd, compose_checked
+from amtrain.errors import ConfigError, OutputError
 from amtrain.rundir import ensure_writable
 from amtrain.sweep import FOLDER_STATES, plural
 
@@ -180,12 +181,8 @@ def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
     see what each would do with its folder. A bad override, or a finished job that ran with
     another configuration (its sweep would fail it), is one line and exit 2; nothing has run.
     ``dry_run``: list each sweep's jobs by state. Returns 0 or 2."""
-    from amtrain import sweep as sweeps
-    from amtrain.cli import compose_checked
-    from amtrain.errors import ConfigError
-
     states: Counter = Counter()
-    different, first = [], {}  # first: job folder -> (where, its command's overrides), across sweeps
+    different, first = [], {}  # first: job folder -> (which sweep, its job), across the sweeps
     with _environment(env):
         for fig, name, cmd in todo:
             try:
@@ -196,11 +193,12 @@ def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
                 return 2
             here, odd = Counter(), []
             for job in planned.jobs:
-                other = first.setdefault(job.dir, (f"[{fig}] {name}", job))
-                if other[1] is not job and differences_between(other[1].cfg, job.cfg):
-                    print(f"reproduce: error: {other[0]} and [{fig}] {name} both have a job in {job.dir}, with "
-                          f"other settings ({differences_between(other[1].cfg, job.cfg)}): one would be refused; "
-                          "make their overrides tell them apart", file=sys.stderr)
+                where, other = first.setdefault(job.dir, (f"[{fig}] {name}", job))
+                clash = other is not job and differences_between(other.cfg, job.cfg)
+                if clash:
+                    print(f"reproduce: error: {where} and [{fig}] {name} both have a job in {job.dir}, with other "
+                          f"settings ({clash}): one would be refused; make their overrides tell them apart",
+                          file=sys.stderr)
                     return 2
                 state, detail = sweeps.folder_state(job)
                 here[state] += 1
