@@ -260,10 +260,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     plan = load_plan()
-    figures = list(plan["figures"]) if args.figures == "all" else args.figures.split(",")
+    figures = list(plan["figures"]) if args.figures == "all" else [f for f in args.figures.split(",") if f.strip()]
     unknown = [f for f in figures if f not in plan["figures"]]
-    if unknown:
-        p.error(f"unknown figure(s) {unknown}; choose from {', '.join(plan['figures'])}")
+    if unknown or not figures:
+        p.error(f"unknown figure(s) {unknown or [args.figures]}; choose from {', '.join(plan['figures'])}")
+    if args.data and not Path(args.data).is_dir():
+        p.error(f"--data {args.data} is not a folder: give the folder that holds MNIST/, FashionMNIST/, ... "
+               "(or set AMTRAIN_DATA)")
     if args.protocol != "smoke" or args.data:
         return reproduce(args, plan, figures)
     from amtrain.data.fake import write_all

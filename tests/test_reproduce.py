@@ -110,6 +110,15 @@ def test_a_figure_without_its_data_is_skipped_and_said_so():
     assert "0 sweeps, 0 jobs checked: none" in r.stdout
 
 
+def test_a_data_root_that_is_not_a_folder_is_one_line_and_a_trailing_comma_is_no_figure(tmp_path):
+    r = _reproduce("--protocol", "quick", "--dry-run", "--data", str(tmp_path / "nowhere"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"reproduce.py: error: --data {tmp_path / 'nowhere'} is not a folder: give the folder that holds MNIST/, "
+        "FashionMNIST/, ... (or set AMTRAIN_DATA)")
+    r = _reproduce("--protocol", "quick", "--dry-run", "--data", str(REPO), "--figures", "fig8_binary,")
+    assert r.returncode == 0 and "skip fig8_binary: no mnist data" in r.stdout, r.stderr
+
+
 def test_dry_run_composes_every_job_and_says_what_each_sweep_would_run(tmp_path):
     r = _reproduce("--protocol", "smoke", "--launcher", "submitit_slurm", "--dry-run", "--runs", str(tmp_path / "runs"),
                    "--", "+local=example")
