@@ -68,7 +68,8 @@ def _without_seed(cfg: DictConfig) -> dict:
 
 def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optional[Sequence[Mapping]] = None,
               on_claim: Callable[[Path], None] = lambda path: None,
-              on_outcome: Callable[[Path, object], None] = lambda path, outcome: None) -> List[object]:
+              on_outcome: Callable[[Path, object], None] = lambda path, outcome: None,
+              group_trainer: Callable[[Path], bool] = lambda path: False) -> List[object]:
     """Train the seeds of ``cfgs`` (one config per seed, equal but for ``seed``) into ``out_dirs``.
 
     Returns one outcome per seed: a :class:`~amtrain.train.RunResult` (``finished`` or
@@ -78,6 +79,11 @@ def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optio
     folder and its outcome while the lock is still held (a sweep reports there, so that no
     other job can take the folder between the end of the run and its report). Ctrl-C and
     SIGTERM are recorded in every seed that was training, then raised.
+
+    The folders are locked in the order given. ``group_trainer(folder)``: whether a busy folder is
+    held by another process training this same group (a sweep's other job of the group, started
+    at the same moment); that process takes the later folders in the same order, so this one
+    leaves them to it rather than racing it for them (each would then train alone).
     """
     extra_files = list(extra_files or [None] * len(cfgs))
     for cfg in cfgs:
@@ -95,6 +101,10 @@ def run_seeds(cfgs: Sequence[DictConfig], out_dirs: Sequence, extra_files: Optio
                 rd = held.enter_context(RunDir(out_dir))
             except FolderBusy as e:
                 outcomes[i] = e
+                if group_trainer(Path(out_dir)):
+                    for j in range(i + 1, len(cfgs)):
+                        outcomes[j] = FolderBusy(f"left to the process that trains {out_dir} with its group")
+                    break
                 continue
             on_claim(rd.path)
             if cfg.resume and rd.finished:

@@ -452,7 +452,8 @@ def _run_group(cfg: DictConfig, out_dir: Path, sweep_dir: Path, group: list, fil
             _report_outcome(sweep_dir, d, outcome, failed_before[d])
 
     try:
-        run_seeds(cfgs, dirs, files, on_claim=lambda path: _claim(sweep_dir, path), on_outcome=on_outcome)
+        run_seeds(cfgs, dirs, files, on_claim=lambda path: _claim(sweep_dir, path), on_outcome=on_outcome,
+                  group_trainer=lambda path: _claimed(sweep_dir, path))
     except (KeyboardInterrupt, Interrupted) as e:
         for d in dirs:
             if (d / "FAILED").exists() and not (d / "DONE").exists():

@@ -182,6 +182,32 @@ def test_a_job_composed_after_the_config_files_changed_is_refused_with_what_chan
     assert sweep.changed_since_planned(planned.sweep_dir, second.dir, edited) is None
 
 
+def test_a_groups_second_job_started_with_the_first_leaves_the_group_to_it(tmp_path, monkeypatch):
+    """Two jobs of one seed group started at the same moment (a SLURM array, joblib workers) both
+    lock the group's folders in one order. The one that finds the first folder held by the other
+    leaves the rest to it: before, it could lock its own folder first, and each trained alone
+    (CI met it: equal only to float32 rounding, and the seed axis's saving lost)."""
+    from amtrain import sweep
+    from amtrain.cli import _train, compose, compose_checked
+    from amtrain.rundir import RunDir
+
+    monkeypatch.setenv(sweep.TOKEN_ENV, "t1")
+    planned = sweep.plan([*SWEEP, "optim=sgd", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sw'}"], compose_checked)
+    sweep.write_groups(planned, "t1")
+    first, second = planned.jobs
+    assert first.seed_group == second.seed_group
+    with RunDir(first.dir):  # the first job has locked its folder and claimed it (and, a moment later, the next)
+        sweep._claim(planned.sweep_dir, first.dir)
+        sweep._claim(planned.sweep_dir, second.dir)
+        sweep.run_job(_train, compose(second.overrides), second.dir, planned.sweep_dir, None)
+        assert not second.dir.exists()  # left to the first job: not locked, nothing written
+        assert not sweep._report_path(planned.sweep_dir, "t1", second.dir).exists()  # the first job reports it
+    sweep.run_job(_train, compose(first.overrides), first.dir, planned.sweep_dir, None)  # the first job goes on
+    for job in (first, second):
+        assert "(on a seed axis with seeds [0, 1])" in (job.dir / "train.log").read_text()
+        assert _report_of(planned.sweep_dir, job.dir)["status"] == "finished"
+
+
 def test_an_earlier_attempts_failed_is_not_this_jobs_reason(tmp_path, monkeypatch):
     from amtrain import sweep
 
