@@ -2,11 +2,13 @@
 # The GPU measurements that docs/seeds.md and issue 16 ask for, as one command for a lent
 # device machine (its python3 has torch, pandas, matplotlib, h5py; not Hydra):
 #   1. the device, torch, and the seed-axis equality tests on the device (float64, S = 3
-#      stacked copies against three single runs, the MLP cases: tests/test_seeds.py);
+#      stacked copies against three single runs, every covered case: tests/test_seeds.py);
 #   2. bench.py --seeds on CUDA: S = 1, 2, 5, 10 stacked copies against single-seed steps;
 #   3. bench.py --sync on CUDA: steps with a host sync after each (the old clock) against
 #      none (the training loop's clock now);
-#   4. one short seed-axis sweep end to end on CUDA (generated data), its folders checked.
+#   4. one short seed-axis sweep end to end on CUDA (generated data), its folders checked;
+#   5. the wall time of a 5-seed sweep (MNIST-sized generated data) on the seed axis against
+#      a run per seed, twice each, alternated.
 # Every table goes to $OUT (default /tmp/device_check).
 #
 # Before the session, here (Hydra, OmegaConf and ANTLR travel as wheels in .whl, which
@@ -15,11 +17,13 @@
 #   .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp --platform any -d .whl hydra-core==1.3.8 omegaconf==2.3.1
 #   .venv/bin/python -m pip wheel --no-deps antlr4-python3-runtime==4.9.3 -w .whl
-# Then one device call, with carry [".whl"] and a timeout of about 500 s:
+# Then one device call, with carry [".whl"] and a timeout of 600 s (on an H200 on 2026-12-04
+# it needed about 8.5 minutes: the tests 3.8, the two bench tables about 2.5, the sweeps 1.5):
 #   bash scripts/device_check.sh
+# results/device/h200-2026-12-04/ holds what it printed there.
 # Here, as a dry run on the CPU with tiny settings:
 #   DEVICE=cpu QUICK=1 OUT=/tmp/dc bash scripts/device_check.sh
-set -euo pipefail
+set -uo pipefail  # no -e: on a one-shot device call, a step that fails must not stop the others
 OUT=${OUT:-/tmp/device_check}
 DEVICE=${DEVICE:-cuda}
 PY=${PY:-python3}
@@ -32,12 +36,18 @@ fi
 if ! "$PY" -c "import amtrain.conf" 2>/dev/null; then  # amtrain itself (its configs ship as amtrain.conf)
     "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/amtrain .
     export PYTHONPATH=/tmp/amtrain${PYTHONPATH:+:$PYTHONPATH}
+    # The checkout's amtrain/ (which lacks amtrain.conf: the configs are the top-level conf/)
+    # would shadow the installed package from here, so work from a copy without it.
+    WORK=/tmp/device_check_work
+    rm -rf "$WORK" && mkdir -p "$WORK" && cp -r tests scripts conf pyproject.toml "$WORK" && cd "$WORK" || exit 1
 fi
 if [ -n "${QUICK:-}" ]; then
     STEPS=2; WARM=1; ROUNDS=1; MODELS="mlp_2x100"; TESTS="three_stacked and mlp_2x100 and release-False"
+    WALL_N=2000; WALL_EPOCHS=1
 else
     STEPS=100; WARM=10; ROUNDS=5; MODELS="mlp_2x100 mlp_2x500 higgs_mlp binary_mlp lenet5"
-    TESTS="three_stacked and mlp_2x100 or stacked_forward"
+    TESTS="three_stacked or stacked_forward"
+    WALL_N=60000; WALL_EPOCHS=2
 fi
 
 "$PY" - <<'EOF' | tee "$OUT/device.txt"
@@ -48,7 +58,8 @@ EOF
 
 # 1. S = 3 stacked copies equal three single runs, on the device
 AMTRAIN_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -p no:cacheprovider tests/test_seeds.py -k "$TESTS" 2>&1 \
-    | tail -15 | tee "$OUT/tests.txt" || true
+    | grep -v -e PytestBenchmarkWarning -e 'warner(' >"$OUT/tests.txt"  # the whole log, the first failure's cause too
+tail -15 "$OUT/tests.txt"
 
 # 2. the seed axis: ms per seed-step and speed-up over single-seed steps
 "$PY" scripts/bench.py --seeds --devices "$DEVICE" --models $MODELS --steps $STEPS --warmup $WARM \
@@ -71,4 +82,16 @@ for s in 0 1 2; do
         echo "seed $s: NOT DONE on the seed axis: see $d/train.log"
     fi
 done | tee -a "$OUT/sweep.txt"
+# 5. a 5-seed sweep's wall time, every process start included: one seed axis against a run per seed
+for spp in 5 1 5 1; do
+    W=/tmp/device_check_wall
+    rm -rf "$W"
+    t0=$(date +%s.%N)
+    "$PY" -m amtrain -m dataset=synthetic dataset.n_train=$WALL_N dataset.n_test=10000 model=mlp_2x100 \
+        optim=am_adam epochs=$WALL_EPOCHS progress=false device="$DEVICE" seed=0,1,2,3,4 \
+        seeds_per_process=$spp hydra.sweep.dir="$W" >"$OUT/wall_spp$spp.log" 2>&1
+    t1=$(date +%s.%N)
+    echo "seeds_per_process=$spp: 5 seeds x $WALL_EPOCHS epochs of AM-Adam 784-100-100-10 on $WALL_N samples:" \
+        "$("$PY" -c "print(round($t1 - $t0, 1))") s, $(ls "$W"/*/DONE | wc -l) DONE"
+done | tee "$OUT/wall.txt"
 echo "device_check: all done; tables in $OUT"
