@@ -3,7 +3,8 @@
 Rows go to ``metrics.partial.csv`` as they come (flushed, so a crash leaves evidence);
 ``close()`` renames it to ``metrics.csv``. A run that did not finish therefore never
 has a ``metrics.csv`` that looks complete. Every row names its run (``run_id``), the
-same id as the run's ``config.yaml`` and ``DONE`` (:mod:`amtrain.rundir`).
+same id as the run's ``config.yaml`` and ``DONE`` (:mod:`amtrain.rundir`), and the data it
+read (``data``: the dataset's fingerprint, :mod:`amtrain.provenance`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Dict
 
 COLUMNS = ["step", "epoch", "samples_seen", "split", "metric", "value", "wall_time",
-           "dataset", "model", "optim", "mode", "seed", "run_id"]
+           "dataset", "model", "optim", "mode", "seed", "data", "run_id"]
 FINAL, PARTIAL = "metrics.csv", "metrics.partial.csv"
 
 

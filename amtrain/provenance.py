@@ -9,16 +9,23 @@ trees, without comments or docstrings); ``git`` the commit of the checkout the c
 imported from (``none`` outside one); ``torch`` its version. A checkpoint resumes only under
 the same code and torch (:mod:`amtrain.checkpoint`); ``scripts/aggregate.py`` says when a
 cell's seeds ran under different code, and a sweep says when it skips a job that did.
+
+What data made a run: :func:`tensors_fingerprint` of a dataset held in memory (its samples as
+loaded, before any subset, so the same images from ``.gz`` or raw IDX files agree) or
+:func:`file_fingerprint` of a streamed file (HIGGS). Every row of a run's ``metrics.csv``
+carries it (column ``data``); ``scripts/aggregate.py`` refuses to average seeds that read
+different data under one name (another copy or version of the files).
 """
 from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import re
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional
 
 PACKAGE = Path(__file__).resolve().parent
 _LINE = re.compile(r"^# code (\S+) git (\S+) torch (\S+)")
@@ -88,3 +95,30 @@ def other_code(folder) -> Optional[str]:
         return None
     return (f"{OTHER_CODE} ({then['code'][:8]}, git {then['git'][:8]}; this is {code_fingerprint()[:8]}, "
             f"git {git_commit()[:8]})")
+
+
+def tensors_fingerprint(tensors: Iterable) -> str:
+    """A hash of the tensors' dtypes, shapes and bytes (16 hex digits): MNIST's 70,000 images in
+    about 0.12 s here."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype} {tuple(t.shape)}\0".encode())
+        h.update(memoryview(t.numpy()).cast("B"))
+    return h.hexdigest()[:16]
+
+
+def file_fingerprint(path) -> str:
+    """A hash of a file's bytes (16 hex digits), once per process for a file that has not
+    changed since (same size and modification time): about 0.6 s a GB here."""
+    st = os.stat(path)
+    return _file_digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 23), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]

@@ -58,7 +58,7 @@ def load(path) -> Optional[pd.DataFrame]:
         return None
     fix = f"rerun scripts/aggregate.py on its sweep folder into {path} (or scripts/reproduce.py --skip-runs)"
     # text columns stay text when every cell is empty (an all-NaN column would be float64)
-    text = {c: str for c in ("settings", "overrides", "seeds", "code")}
+    text = {c: str for c in ("settings", "overrides", "seeds", "code", "data")}
     try:
         df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:

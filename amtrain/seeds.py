@@ -214,12 +214,12 @@ def _run_batched(cfgs: List[Optional[DictConfig]], rds: List[Optional[RunDir]], 
                 seats.append(Seat(seeds[k], None, _raise))
                 seats[-1].active = False
                 continue
-            log.info("run: dataset=%s (%d train) model=%s optim=%s mode=%s seed=%d device=%s threads=%d -> %s "
-                     "(on a seed axis with seeds %s)", cfg.dataset.name, data.n_train, cfg.model.name,
-                     cfg.optim.name, mode.value, c.seed, device, torch.get_num_threads(), rd.path, seeds,
-                     extra={"run_dir": str(rd.path)})
+            log.info("run: dataset=%s (%d train, data %s) model=%s optim=%s mode=%s seed=%d device=%s threads=%d "
+                     "-> %s (on a seed axis with seeds %s)", cfg.dataset.name, data.n_train, data.identity[:8],
+                     cfg.model.name, cfg.optim.name, mode.value, c.seed, device, torch.get_num_threads(), rd.path,
+                     seeds, extra={"run_dir": str(rd.path)})
             ids = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
-                   "mode": mode.value, "seed": c.seed, "run_id": rd.run_id}
+                   "mode": mode.value, "seed": c.seed, "data": data.identity, "run_id": rd.run_id}
             seats.append(Seat(int(c.seed), MetricsWriter(rd.path, ids, append=found is not None), failer(k),
                               {"run_dir": str(rd.path)}))
         saver = checkpoint.Saver(cfg, device, [rd and rd.path for rd in rds],

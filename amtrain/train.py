@@ -189,11 +189,11 @@ def _run_locked(cfg: DictConfig, rd: RunDir, found: Optional[checkpoint.Checkpoi
         if trainer.full_batch and not hasattr(data, "x_train") and not getattr(trainer, "streams", False):
             raise ConfigError(f"optim={cfg.optim.name} is full batch and needs the training set in memory; "
                               f"dataset={cfg.dataset.name} is streamed: use admm or an online method")
-        log.info("run: dataset=%s (%d train) model=%s optim=%s mode=%s seed=%d device=%s threads=%d -> %s",
-                 cfg.dataset.name, data.n_train, cfg.model.name, cfg.optim.name, mode.value,
+        log.info("run: dataset=%s (%d train, data %s) model=%s optim=%s mode=%s seed=%d device=%s threads=%d -> %s",
+                 cfg.dataset.name, data.n_train, data.identity[:8], cfg.model.name, cfg.optim.name, mode.value,
                  cfg.seed, device, torch.get_num_threads(), out_dir)
         ids = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
-               "mode": mode.value, "seed": cfg.seed, "run_id": rd.run_id}
+               "mode": mode.value, "seed": cfg.seed, "data": data.identity, "run_id": rd.run_id}
         writer = MetricsWriter(out_dir, ids, append=found is not None)
         saver = checkpoint.Saver(cfg, device, [out_dir], [rd.run_id])
         (final,) = _train(cfg, data, net, trainer, [Seat(cfg.seed, writer, _raise)], device, where, saver, found)

@@ -17,9 +17,11 @@ step (``wall_time``: the mean training seconds there).
 ``variant`` is a short hash of the run's resolved config without its seed, so runs that
 differ in any other setting are never averaged together; ``settings`` spells out how a
 variant differs from the others of the same method, ``overrides`` the command-line
-overrides its runs had (several spellings of one variant joined by `` | ``), and ``code``
-the amtrain code its seeds ran on (amtrain.provenance; empty for runs that recorded none).
-A configuration whose seeds ran on different code is said on stderr.
+overrides its runs had (several spellings of one variant joined by `` | ``), ``code``
+the amtrain code its seeds ran on and ``data`` the data they read (amtrain.provenance; empty
+for runs that recorded none). A configuration whose seeds ran on different code is said on
+stderr; one whose seeds read different data (another copy or version of the dataset's files)
+is an error.
 """
 from __future__ import annotations
 
@@ -102,7 +104,7 @@ def check_run(run: Path) -> Optional[str]:
 def read_metrics(path: Path) -> pd.DataFrame:
     """metrics.csv, checked: ValueError with a one-line reason when malformed."""
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype={"data": str})  # a fingerprint such as 1234e567 is text, not a number
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"malformed metrics.csv ({type(e).__name__}: {str(e).strip().splitlines()[-1]})") from None
     missing = [c for c in ("step", "epoch", "samples_seen", "split", "metric", "value", "seed") if c not in df]
@@ -112,6 +114,13 @@ def read_metrics(path: Path) -> pd.DataFrame:
         raise ValueError("metrics.csv has no rows")
     if df.value.isna().any() or pd.to_numeric(df.value, errors="coerce").isna().any():
         raise ValueError("metrics.csv has rows without a numeric value (a torn line?)")
+    if "run_id" in df and df.run_id.nunique() > 1:  # a line cut short shifts its fields into other columns
+        raise ValueError("metrics.csv has rows that name other runs (a torn or shifted line?): rerun it with "
+                         "resume=false")
+    df = df.assign(data=df.data.fillna("") if "data" in df else "")  # "": made before runs recorded their data
+    if df.data.nunique() > 1:
+        raise ValueError(f"its rows read different data ({', '.join(sorted(df.data.unique()))}): it went on from "
+                         "a checkpoint after the dataset's files changed; rerun it with resume=false")
     return df
 
 
@@ -128,6 +137,27 @@ def _same_seed_twice(by_seed: dict, key: tuple, run: Path, run_id: Optional[str]
     raise SystemExit(f"aggregate: error: seed {key[1]} of one configuration ran twice, in {other} and {run}: "
                      "counted twice, it would weigh double in the mean; give only one of them (move the other "
                      "aside or out of the folders given)")
+
+
+def _one_dataset(runs: List[dict]) -> List[str]:
+    """The seeds of one configuration must have read the same data: error when two recorded
+    different fingerprints (another copy or version of the files under the same name, e.g. a
+    node of a cluster with its own copy); the notes for runs that recorded none beside ones that did."""
+    if not runs:
+        return []
+    notes = []
+    for (dataset, model, optim, v), g in pd.DataFrame(runs).groupby(["dataset", "model", "optim", "variant"]):
+        recorded = g[g.data != ""]
+        if recorded.data.nunique() > 1:
+            each = "; ".join(f"data {d[:8]}: seed{'s' * (len(r) > 1)} {' '.join(map(str, sorted(r.seed)))} "
+                             f"(e.g. {r.run.iloc[0]})" for d, r in recorded.groupby("data"))
+            raise SystemExit(f"aggregate: error: {dataset} {model} {optim} (variant {v}): its seeds read different "
+                             f"data ({each}): the dataset's files differ between these runs; rerun the odd seeds "
+                             "on the same files (resume=false), or aggregate them apart")
+        if len(recorded) and len(recorded) < len(g):
+            notes.append(f"{dataset} {model} {optim} (variant {v}): {len(g) - len(recorded)} of its seeds recorded "
+                         "no data fingerprint (made before amtrain recorded one): their data is not checked")
+    return notes
 
 
 def _mixed_code(frames: List[pd.DataFrame]) -> List[str]:
@@ -166,7 +196,7 @@ def never_started(root: Path) -> List[str]:
 
 
 def load(dirs) -> pd.DataFrame:
-    frames, left_out, configs, legacy, copies = [], [], {}, 0, []
+    frames, left_out, configs, legacy, copies, runs = [], [], {}, 0, [], []
     read, by_seed = set(), {}  # folders read (a folder given twice, or inside another given, is read once)
     for d in map(Path, dirs):
         if not d.is_dir():
@@ -195,12 +225,14 @@ def load(dirs) -> pd.DataFrame:
             configs[v["variant"]] = v["config"]
             code = (of_run(run) or {}).get("code", "")[:8]  # "": a run that recorded none
             frames.append(df.assign(variant=v["variant"], overrides=overrides(run), code=code))
+            runs.append({**df.iloc[0][["dataset", "model", "optim", "seed", "data"]], "variant": v["variant"],
+                         "run": run})
         left_out += never_started(d)
     for u in left_out:
         print(f"missing cell: {u}", file=sys.stderr)
     for c in copies:
         print(f"note: {c}", file=sys.stderr)
-    for line in _mixed_code(frames):
+    for line in _mixed_code(frames) + _one_dataset(runs):
         print(f"note: {line}", file=sys.stderr)
     if legacy:
         print(f"note: {legacy} runs carry no run id (made before run ids existed); read as they are", file=sys.stderr)
@@ -230,6 +262,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     out["n_seeds"] = g.seed.nunique()
     out["seeds"] = g.seed.apply(lambda s: " ".join(map(str, sorted(set(s)))))
     out["code"] = g.code.apply(lambda s: " ".join(sorted(set(s) - {""})))  # amtrain.provenance, 8 digits
+    out["data"] = g.data.apply(lambda s: " ".join(sorted({d[:8] for d in s} - {""})))  # one at most (load)
     return out.reset_index()
 
 

@@ -37,17 +37,20 @@ def _test_acc(results: Path, sweep: str) -> Optional[pd.DataFrame]:
 
 
 def code_line(results: Path, sweeps) -> list:
-    """Which amtrain code the figure's runs recorded (aggregate.py's ``code`` column): a line when
-    any did, and a warning when they ran on more than one version."""
-    codes = set()
+    """Which amtrain code and data the figure's runs recorded (aggregate.py's ``code`` and
+    ``data`` columns): a line when any did, and a warning when they ran on more than one version."""
+    codes, data = set(), set()
     for sweep in sweeps:
         df = load(results / f"{sweep}.csv")
         if df is not None and "code" in df:
             codes |= {c for cell in df.code.dropna() for c in str(cell).split()}
+        if df is not None and "data" in df:
+            data |= {(name, d) for name, cell in zip(df.dataset, df.data.fillna("")) for d in str(cell).split()}
     if not codes:
         return []
     more = " (more than one version: see scripts/aggregate.py's notes)" if len(codes) > 1 else ""
-    return ["", f"Code (amtrain/provenance.py): {', '.join(sorted(codes))}{more}."]
+    read = f"; data {', '.join(f'{d} ({name})' for name, d in sorted(data))}" if data else ""
+    return ["", f"Code (amtrain/provenance.py): {', '.join(sorted(codes))}{more}{read}."]
 
 
 def _at(df: pd.DataFrame, at) -> pd.DataFrame:

@@ -97,6 +97,61 @@ def test_a_configuration_whose_seeds_ran_on_other_code_is_said_and_each_cell_nam
     assert provenance.other_code(tmp_path / "sweep" / "s2") is None  # nothing recorded to compare
 
 
+def test_seeds_that_read_different_data_are_refused_and_each_cell_names_its_data(make_cfg, tmp_path):
+    """Two copies of a dataset under one name (a cluster node with its own copy, a re-download
+    of another version) are two experiments: aggregate.py refuses to average them, naming each
+    fingerprint's seeds. The same samples in another folder or format are one dataset. A run
+    whose rows read two datasets is left out; runs that recorded none are noted."""
+    from amtrain.data.fake import write_mnist
+
+    roots = {"same": write_mnist(tmp_path / "d0", seed=0), "same_gz": write_mnist(tmp_path / "d1", seed=0, gz=True),
+             "other": write_mnist(tmp_path / "d2", seed=5)}
+
+    def seed_on(seed, root, where="sweep"):
+        run(make_cfg("dataset=mnist", f"dataset.root={roots[root]}", "dataset.download=false", "optim=sgd",
+                     f"seed={seed}"), tmp_path / where / f"s{seed}")
+
+    seed_on(0, "same")
+    seed_on(1, "same_gz")
+    seed_on(2, "same")
+    out = tmp_path / "agg.csv"
+    cmd = [sys.executable, str(SCRIPT), str(tmp_path / "sweep"), "-o", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+    agg = pd.read_csv(out, dtype={"data": str})
+    recorded = pd.read_csv(tmp_path / "sweep" / "s0" / "metrics.csv", dtype={"data": str}).data.iloc[0]
+    assert (agg.data == recorded[:8]).all() and (agg.n_seeds == 3).all()
+
+    seed_on(3, "other")
+    theirs = pd.read_csv(tmp_path / "sweep" / "s3" / "metrics.csv", dtype={"data": str}).data.iloc[0]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    each = sorted([f"data {recorded[:8]}: seeds 0 1 2 (e.g. {tmp_path / 'sweep' / 's0'})",
+                   f"data {theirs[:8]}: seed 3 (e.g. {tmp_path / 'sweep' / 's3'})"])
+    assert lines[0].startswith(f"aggregate: error: mnist mlp_2x100 sgd (variant {agg.variant.iloc[0]}): its seeds "
+                               f"read different data ({'; '.join(each)}): the dataset's files differ")
+    assert pd.read_csv(out, dtype={"data": str}).equals(agg)  # the CSV written before is kept
+
+    import shutil
+
+    shutil.rmtree(tmp_path / "sweep" / "s3")
+    metrics = tmp_path / "sweep" / "s2" / "metrics.csv"
+    rows = pd.read_csv(metrics, dtype={"data": str})
+    rows.loc[rows.index[-1], "data"] = theirs  # went on after its data changed
+    rows.to_csv(metrics, index=False)
+    legacy = tmp_path / "sweep" / "s1" / "metrics.csv"
+    pd.read_csv(legacy).drop(columns=["data"]).to_csv(legacy, index=False)  # made before runs recorded it
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (f"missing cell: {tmp_path / 'sweep' / 's2'}: its rows read different data "
+            f"({', '.join(sorted([recorded, theirs]))}): it went on from a checkpoint after the dataset's files "
+            "changed; rerun it with resume=false") in r.stderr
+    assert "1 of its seeds recorded no data fingerprint" in r.stderr
+    agg = pd.read_csv(out, dtype={"data": str})
+    assert (agg.seeds == "0 1").all() and (agg.data == recorded[:8]).all()
+
+
 def test_a_data_file_counts_by_its_name_not_its_folder(tmp_path):
     """HIGGS.h5 and HIGGS-subset.h5 are different data: never one variant. The same file in
     another folder (another machine, another AMTRAIN_DATA) is the same data."""

@@ -1,5 +1,6 @@
 """Datasets: real file formats written by the tests, error paths, and the real MNIST when present."""
 import gzip
+import os
 import pickle
 
 import numpy as np
@@ -161,3 +162,45 @@ def test_real_fashion_mnist_loads():
     assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
     assert torch.bincount(data.y_train).tolist() == [6000] * 10 and torch.bincount(data.y_test).tolist() == [1000] * 10
     assert float(data.x_train.mean()) == pytest.approx(0.2860, abs=5e-4)
+
+
+def test_a_dataset_is_identified_by_its_samples_not_its_files(tmp_path, make_cfg):
+    """``identity`` (amtrain.provenance) tells another copy or version of a dataset from the same
+    one: the same images as raw IDX or gzipped files agree; one changed pixel, another draw of
+    the images, or a train_size subset of the same files (which the config says) do not matter
+    or do, as they should."""
+    from amtrain.data.fake import write_mnist
+
+    def identity(root, *extra):
+        return build_data(make_cfg("dataset=mnist", f"dataset.root={root}", "dataset.download=false",
+                                   *extra).dataset).identity
+
+    raw, gz, other = (write_mnist(tmp_path / n, seed=s, gz=z) for n, s, z in (("a", 0, False), ("b", 0, True),
+                                                                             ("c", 5, False)))
+    assert len(identity(raw)) == 16 and identity(raw) == identity(gz) != identity(other)
+    assert identity(raw, "dataset.train_size=50") == identity(raw)  # the whole dataset's, before any subset
+    images = mnist.raw_dir(raw) / "t10k-images-idx3-ubyte"
+    b = bytearray(images.read_bytes())
+    b[-1] ^= 1  # one pixel of one test image
+    images.write_bytes(bytes(b))
+    assert identity(raw) != identity(gz)
+    assert build_data(make_cfg().dataset).identity == build_data(make_cfg().dataset).identity  # generated: fixed
+    assert build_data(make_cfg().dataset).identity != build_data(make_cfg("dataset.data_seed=9").dataset).identity
+
+
+def test_fingerprints_see_dtype_shape_and_every_byte(tmp_path):
+    from amtrain.provenance import file_fingerprint, tensors_fingerprint
+
+    x = torch.arange(12, dtype=torch.float32)
+    assert tensors_fingerprint([x]) == tensors_fingerprint([x.clone()])
+    for y in (x.reshape(3, 4), x.double(), torch.cat([x[:-1], x[-1:] + 1]), x[::2]):
+        assert tensors_fingerprint([y]) != tensors_fingerprint([x])
+    assert tensors_fingerprint([x[::2]]) == tensors_fingerprint([x[::2].contiguous()])  # a view: its values
+    f = tmp_path / "data.bin"
+    f.write_bytes(b"\0" * 100_000)
+    first = file_fingerprint(f)
+    assert file_fingerprint(f) == first
+    then = f.stat().st_mtime_ns
+    f.write_bytes(b"\0" * 99_999 + b"\1")  # same size, written again: a later modification time
+    os.utime(f, ns=(then + 10**9, then + 10**9))  # (later than a coarse file-system clock may show)
+    assert file_fingerprint(f) != first

@@ -278,19 +278,24 @@ def test_resume_false_moves_the_finished_run_aside_before_writing(tmp_path):
 
 
 def test_aggregate_refuses_files_from_different_runs_and_malformed_csvs(tmp_path):
-    for name in ("a", "b"):
+    for name in ("a", "b", "c"):
         assert amtrain(*SWEEP, "optim=sgd", f"hydra.run.dir=sweep/{name}", cwd=tmp_path).returncode == 0
     # a's metrics.csv swapped for b's (another run's numbers under a's config); b's file torn
+    # (a line cut short, then the next: more fields than the header); c's line cut short with
+    # fewer fields than the header (pandas pads it: its fields land in other columns)
     (tmp_path / "sweep" / "a" / "metrics.csv").write_bytes((tmp_path / "sweep" / "b" / "metrics.csv").read_bytes())
     with open(tmp_path / "sweep" / "b" / "metrics.csv", "a") as fh:
+        fh.write("12,1,600,test,acc,0.5,0.1,synthetic,mlp_2x100,sgd12,1,600,test,loss,0.3,0.1,synthetic\n")
+    with open(tmp_path / "sweep" / "c" / "metrics.csv", "a") as fh:
         fh.write("12,1,600,test,acc,0.5,0.1,synthetic,mlp_2x100,sgd12,1,600,test,loss\n")
     agg = subprocess.run([sys.executable, str(AGGREGATE), str(tmp_path / "sweep"), "-o", str(tmp_path / "o.csv")],
                          capture_output=True, text=True)
     assert "Traceback" not in agg.stderr and not (tmp_path / "o.csv").exists()
     lines = [ln for ln in agg.stderr.splitlines() if ln.startswith("missing cell")]
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert any("sweep/a: config.yaml, DONE and metrics.csv come from different runs" in ln for ln in lines)
     assert any("sweep/b: malformed metrics.csv" in ln for ln in lines)
+    assert any("sweep/c: metrics.csv has rows that name other runs (a torn or shifted line?)" in ln for ln in lines)
     nowhere = subprocess.run([sys.executable, str(AGGREGATE), str(tmp_path / "nowhere"), "-o", "o.csv"],
                              capture_output=True, text=True)
     assert nowhere.returncode != 0 and "Traceback" not in nowhere.stderr and "is not a folder" in nowhere.stderr

@@ -218,3 +218,11 @@ def test_admm_learns_streamed_higgs_through_run(tmp_path, higgs_h5):
     cfg = compose(["dataset=higgs", f"dataset.path={higgs_h5}", "model=higgs_mlp", "optim=admm", "device=cpu",
                    "progress=false", "epochs=8", "optim.state_memory_gb=0", "optim.warm_start=3"])
     assert run(cfg, tmp_path / "run")["test/acc"] > 0.7
+
+
+def test_a_streamed_file_is_identified_by_its_bytes(tmp_path, higgs_gz):
+    """Two HIGGS files of one name with other rows are other data (amtrain.provenance)."""
+    convert(higgs_gz[0], tmp_path / "a" / "HIGGS.h5", test_rows=200)
+    convert(higgs_gz[0], tmp_path / "b" / "HIGGS.h5", test_rows=300)
+    assert HiggsStream(tmp_path / "a" / "HIGGS.h5").identity == HiggsStream(tmp_path / "a" / "HIGGS.h5").identity
+    assert HiggsStream(tmp_path / "a" / "HIGGS.h5").identity != HiggsStream(tmp_path / "b" / "HIGGS.h5").identity

@@ -278,8 +278,10 @@ def test_smoke_report_has_every_figure_and_verdicts(smoke):
     assert "each method beside AM-Adam" in text  # fig9's standing, per pass and per second
     from amtrain.provenance import code_fingerprint
 
-    code = f"Code (amtrain/provenance.py): {code_fingerprint()[:8]}."  # what every run recorded
+    code = f"Code (amtrain/provenance.py): {code_fingerprint()[:8]}; data "  # what every run recorded
     assert text.count(code) == len(FIGURES), text
+    fig9 = next(line for line in text.splitlines() if line.startswith(code) and "(fashion_mnist)" in line)
+    assert re.fullmatch(re.escape(code) + r"[0-9a-f]{8} \(fashion_mnist\), [0-9a-f]{8} \(mnist\)\.", fig9), fig9
 
 
 def test_figures_redraw_from_csvs_alone(smoke, tmp_path):

@@ -47,6 +47,12 @@ def test_run_dir_contents(make_cfg, tmp_path):
     assert (df.wall_time.diff().dropna() >= 0).all()
     assert (df[["dataset", "model", "optim", "mode", "seed"]].drop_duplicates().values.tolist()
             == [["synthetic", "mlp_2x100", "am_adam", "release", 0]])
+    # every row names the data it read (amtrain.provenance), as train.log does
+    from amtrain.data import build_data
+
+    identity = build_data(cfg.dataset).identity
+    assert pd.read_csv(tmp_path / "metrics.csv", dtype={"data": str}).data.unique().tolist() == [identity]
+    assert f"(500 train, data {identity[:8]})" in (tmp_path / "train.log").read_text()
     # one run id ties the three files together
     run_id = df.run_id.unique().tolist()
     assert len(run_id) == 1

@@ -45,14 +45,15 @@ STREAMED = ("higgs",)  # served from disk in blocks: no train_size/val_size subs
 
 
 def build_data(cfg):
-    """A dataset with ``train_batches``, ``eval_batches``, ``in_shape``, ``n_classes``, ``splits``."""
+    """A dataset with ``train_batches``, ``eval_batches``, ``in_shape``, ``n_classes``, ``splits``
+    and ``identity`` (what the whole dataset is, before any subset: amtrain.provenance)."""
     if cfg.name not in LOADERS:
         raise ConfigError(f"unknown dataset '{cfg.name}': choose one of {', '.join(LOADERS)}")
     data = LOADERS[cfg.name](cfg)
     if cfg.name in STREAMED:
         return data
     try:
-        return data.check().subset(cfg.train_size, cfg.val_size)
+        return data.check().fingerprinted().subset(cfg.train_size, cfg.val_size)
     except ValueError as e:
         raise ConfigError(str(e)) from e
 

@@ -1,12 +1,13 @@
 """In-memory datasets served as shuffled mini-batches of tensors (no per-sample Python)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional, Tuple
 
 import torch
 
 from amtrain.errors import DataError
+from amtrain.provenance import tensors_fingerprint
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -23,6 +24,7 @@ class TensorData:
     x_val: Optional[torch.Tensor] = None
     y_val: Optional[torch.Tensor] = None
     source: str = "generated"  # where the samples came from (named in data errors)
+    identity: str = ""  # what the samples are: amtrain.provenance.tensors_fingerprint, set by fingerprinted()
 
     @property
     def in_shape(self) -> Tuple[int, ...]:
@@ -34,8 +36,15 @@ class TensorData:
 
     def to(self, device) -> "TensorData":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return TensorData(move(self.x_train), move(self.y_train), move(self.x_test), move(self.y_test),
-                          self.n_classes, move(self.x_val), move(self.y_val), self.source)
+        return replace(self, x_train=move(self.x_train), y_train=move(self.y_train), x_test=move(self.x_test),
+                       y_test=move(self.y_test), x_val=move(self.x_val), y_val=move(self.y_val))
+
+    def fingerprinted(self) -> "TensorData":
+        """The same data with its ``identity``: a hash of every sample and label as loaded, so
+        runs can tell another copy or version of a dataset from the same one."""
+        tensors = [self.x_train, self.y_train, self.x_test, self.y_test]
+        tensors += [t for t in (self.x_val, self.y_val) if t is not None]
+        return replace(self, identity=tensors_fingerprint(tensors))
 
     def check(self) -> "TensorData":
         """Refuse inputs holding NaN or inf and labels outside 0..n_classes-1 (bad data, not divergence)."""
@@ -60,7 +69,7 @@ class TensorData:
             if val_size < 0 or val_size >= x.shape[0]:
                 raise ValueError(f"dataset.val_size={val_size} must be in 0..{x.shape[0] - 1}")
             x, x_val, y, y_val = x[:-val_size], x[-val_size:], y[:-val_size], y[-val_size:]
-        return TensorData(x, y, self.x_test, self.y_test, self.n_classes, x_val, y_val, self.source)
+        return replace(self, x_train=x, y_train=y, x_val=x_val, y_val=y_val)
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         """One epoch in a fresh random order drawn from ``generator`` (on the CPU)."""

@@ -14,6 +14,7 @@ import torch
 
 from amtrain.data.higgs_convert import check_file
 from amtrain.errors import DataError
+from amtrain.provenance import file_fingerprint
 
 class HiggsStream:
     """Mini-batches streamed from a converted HIGGS file.
@@ -58,6 +59,12 @@ class HiggsStream:
     def to(self, device) -> "HiggsStream":
         self.device = torch.device(device)
         return self
+
+    @property
+    def identity(self) -> str:
+        """What the data is: a hash of the file's bytes (amtrain.provenance), so two copies of
+        one name that differ are told apart."""
+        return file_fingerprint(self.path)
 
     def n_batches(self, batch_size: int) -> int:
         return -(-self.n_train // batch_size)
