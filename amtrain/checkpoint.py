@@ -42,6 +42,7 @@ import torch
 from omegaconf import DictConfig
 
 from amtrain.config import computed_config
+from amtrain.errors import DataError
 from amtrain.provenance import code_fingerprint
 
 log = logging.getLogger("amtrain")
@@ -83,10 +84,11 @@ class Saver:
 
     ``folders``: the seeds' run folders (one for a single run), in seat order; ``run_ids`` theirs."""
 
-    def __init__(self, cfg: DictConfig, device: torch.device, folders: Sequence[Path], run_ids: Sequence[str]):
+    def __init__(self, cfg: DictConfig, device: torch.device, folders: Sequence[Path], run_ids: Sequence[str],
+                 data: str = ""):
         every = cfg.checkpoint.every_minutes
         self.every_s = None if every is None else 60.0 * float(every)
-        self.identity = _identity(cfg, device)
+        self.identity = dict(_identity(cfg, device), data=data)  # data: the dataset's fingerprint (provenance)
         self.folders, self.run_ids = [None if f is None else Path(f) for f in folders], list(run_ids)
         self.last = time.monotonic()
         self.off_reason: Optional[str] = None
@@ -153,6 +155,15 @@ class Checkpoint:
 
     def restore_rng(self) -> None:
         set_rng_state(self.payload["rng"])
+
+    def check_data(self, identity: str) -> None:
+        """DataError when the dataset read now is not the one the stopped run read (its files were
+        replaced meanwhile): going on would train one run on two datasets."""
+        then = self.payload.get("data", "")
+        if then and then != identity:
+            raise DataError(f"the dataset changed since this run stopped (data {then[:8]} then, {identity[:8]} now): "
+                            "put the same files back to go on from its checkpoint, or rerun with resume=false to "
+                            "start again on these")
 
 
 def _load(folder: Path, cfg: DictConfig, device: torch.device) -> Tuple[Optional[dict], Optional[str]]:

@@ -207,6 +207,7 @@ def _run_batched(cfgs: List[Optional[DictConfig]], rds: List[Optional[RunDir]], 
         else:  # the random generators are the checkpoint's, set by the loop
             seed_everything(cfg.seed, cfg.deterministic)
             data = build_data(cfg.dataset).to(device)
+            found.check_data(data.identity)
             net, trainer = found.objects()
             seeds = list(found.loop["seeds"])
         for k, (c, rd) in enumerate(zip(cfgs, rds)):
@@ -223,7 +224,8 @@ def _run_batched(cfgs: List[Optional[DictConfig]], rds: List[Optional[RunDir]], 
             seats.append(Seat(int(c.seed), MetricsWriter(rd.path, ids, append=found is not None), failer(k),
                               {"run_dir": str(rd.path)}))
         saver = checkpoint.Saver(cfg, device, [rd and rd.path for rd in rds],
-                                 [rd.run_id if rd is not None else found.run_ids[k] for k, rd in enumerate(rds)])
+                                 [rd.run_id if rd is not None else found.run_ids[k] for k, rd in enumerate(rds)],
+                                 data.identity)
         finals = _train(cfg, data, net, trainer, seats, device, where, saver, found)
         for k, final in enumerate(finals):
             if final is not None:

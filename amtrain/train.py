@@ -185,6 +185,7 @@ def _run_locked(cfg: DictConfig, rd: RunDir, found: Optional[checkpoint.Checkpoi
             net = build_model(cfg.model, data.in_shape, data.n_classes).to(device)
             trainer = build_trainer(cfg.optim, cfg.mu, mode, net)
         else:
+            found.check_data(data.identity)
             net, trainer = found.objects()
         if trainer.full_batch and not hasattr(data, "x_train") and not getattr(trainer, "streams", False):
             raise ConfigError(f"optim={cfg.optim.name} is full batch and needs the training set in memory; "
@@ -195,7 +196,7 @@ def _run_locked(cfg: DictConfig, rd: RunDir, found: Optional[checkpoint.Checkpoi
         ids = {"dataset": cfg.dataset.name, "model": cfg.model.name, "optim": cfg.optim.name,
                "mode": mode.value, "seed": cfg.seed, "data": data.identity, "run_id": rd.run_id}
         writer = MetricsWriter(out_dir, ids, append=found is not None)
-        saver = checkpoint.Saver(cfg, device, [out_dir], [rd.run_id])
+        saver = checkpoint.Saver(cfg, device, [out_dir], [rd.run_id], data.identity)
         (final,) = _train(cfg, data, net, trainer, [Seat(cfg.seed, writer, _raise)], device, where, saver, found)
         writer.close()
         rd.finish(final)

@@ -190,6 +190,41 @@ def test_a_changed_config_starts_again(tmp_path, make_cfg, monkeypatch):
     _started_again(folder, "the config changed since (optim.lr)")
 
 
+def test_a_run_whose_data_changed_while_it_was_stopped_does_not_go_on_with_other_data(tmp_path, make_cfg,
+                                                                                      monkeypatch):
+    """Files replaced under the same name (a re-download, another copy) while a run was stopped:
+    going on would train one run on two datasets. It stops with one line, keeps its checkpoint,
+    and goes on once the same files are back."""
+    from amtrain.data.fake import write_mnist
+    from amtrain.errors import DataError
+
+    root = write_mnist(tmp_path / "data", seed=0)
+    mnist = ["dataset=mnist", f"dataset.root={root}", "dataset.download=false"]
+    cfg, folder = _stopped(tmp_path, make_cfg, monkeypatch, *mnist)
+    write_mnist(tmp_path / "data", seed=5)
+    with pytest.raises(DataError, match=r"^the dataset changed since this run stopped \(data [0-9a-f]{8} then, "
+                                        r"[0-9a-f]{8} now\): put the same files back"):
+        run(cfg, folder)
+    assert (folder / "checkpoint.pt").exists() and not (folder / "DONE").exists()
+    write_mnist(tmp_path / "data", seed=0)
+    reference = run(cfg, tmp_path / "reference")
+    assert run(cfg, folder).resumed_after == 2
+    assert table(folder).drop(columns=["run_id"]).equals(table(reference.out_dir).drop(columns=["run_id"]))
+    # a batched seed group: every seed says so, and goes on once the files are back
+    cfgs = [make_cfg(*EVERY_EPOCH, "optim=sgd", *mnist, f"seed={s}") for s in (0, 1)]
+    dirs = [tmp_path / f"g{s}" for s in (0, 1)]
+    undo = stop_in_epoch(monkeypatch, 3)
+    with pytest.raises(Interrupted):
+        run_seeds(cfgs, dirs)
+    undo()
+    write_mnist(tmp_path / "data", seed=5)
+    outcomes = run_seeds(cfgs, dirs)
+    assert all(isinstance(o, DataError) and str(o).startswith("the dataset changed") for o in outcomes), outcomes
+    assert all((d / "checkpoint.pt").exists() for d in dirs)
+    write_mnist(tmp_path / "data", seed=0)
+    assert [o.resumed_after for o in run_seeds(cfgs, dirs)] == [2, 2]
+
+
 def test_a_changed_amtrain_or_a_corrupt_checkpoint_starts_again(tmp_path, make_cfg, monkeypatch):
     cfg, folder = _stopped(tmp_path, make_cfg, monkeypatch)
     monkeypatch.setattr(checkpoint, "code_fingerprint", lambda: "another")
