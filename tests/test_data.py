@@ -1,6 +1,5 @@
 """Datasets: real file formats written by the tests, error paths, and the real MNIST when present."""
 import gzip
-import os
 import pickle
 
 import numpy as np
@@ -188,19 +187,11 @@ def test_a_dataset_is_identified_by_its_samples_not_its_files(tmp_path, make_cfg
     assert build_data(make_cfg().dataset).identity != build_data(make_cfg("dataset.data_seed=9").dataset).identity
 
 
-def test_fingerprints_see_dtype_shape_and_every_byte(tmp_path):
-    from amtrain.provenance import file_fingerprint, tensors_fingerprint
+def test_fingerprints_see_dtype_shape_and_every_value():
+    from amtrain.provenance import tensors_fingerprint
 
     x = torch.arange(12, dtype=torch.float32)
     assert tensors_fingerprint([x]) == tensors_fingerprint([x.clone()])
     for y in (x.reshape(3, 4), x.double(), torch.cat([x[:-1], x[-1:] + 1]), x[::2]):
         assert tensors_fingerprint([y]) != tensors_fingerprint([x])
     assert tensors_fingerprint([x[::2]]) == tensors_fingerprint([x[::2].contiguous()])  # a view: its values
-    f = tmp_path / "data.bin"
-    f.write_bytes(b"\0" * 100_000)
-    first = file_fingerprint(f)
-    assert file_fingerprint(f) == first
-    then = f.stat().st_mtime_ns
-    f.write_bytes(b"\0" * 99_999 + b"\1")  # same size, written again: a later modification time
-    os.utime(f, ns=(then + 10**9, then + 10**9))  # (later than a coarse file-system clock may show)
-    assert file_fingerprint(f) != first

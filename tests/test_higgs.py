@@ -1,5 +1,6 @@
 """HIGGS: text -> HDF5 conversion (round trip, last rows = test, atomicity, errors) and streaming."""
 import gzip
+import shutil
 
 import h5py
 import numpy as np
@@ -220,9 +221,16 @@ def test_admm_learns_streamed_higgs_through_run(tmp_path, higgs_h5):
     assert run(cfg, tmp_path / "run")["test/acc"] > 0.7
 
 
-def test_a_streamed_file_is_identified_by_its_bytes(tmp_path, higgs_gz):
-    """Two HIGGS files of one name with other rows are other data (amtrain.provenance)."""
+def test_a_streamed_file_is_identified_by_its_rows_not_its_bytes(tmp_path, higgs_gz):
+    """Two HIGGS files of one name with other rows are other data (amtrain.provenance); the same
+    rows converted twice, in two places (the file records its source), are the same data."""
     convert(higgs_gz[0], tmp_path / "a" / "HIGGS.h5", test_rows=200)
     convert(higgs_gz[0], tmp_path / "b" / "HIGGS.h5", test_rows=300)
-    assert HiggsStream(tmp_path / "a" / "HIGGS.h5").identity == HiggsStream(tmp_path / "a" / "HIGGS.h5").identity
-    assert HiggsStream(tmp_path / "a" / "HIGGS.h5").identity != HiggsStream(tmp_path / "b" / "HIGGS.h5").identity
+    (tmp_path / "c").mkdir()
+    shutil.copy(higgs_gz[0], tmp_path / "c" / "copy.csv.gz")
+    convert(tmp_path / "c" / "copy.csv.gz", tmp_path / "c" / "HIGGS.h5", test_rows=200)
+    a, b, c = (HiggsStream(tmp_path / n / "HIGGS.h5").identity for n in "abc")
+    assert (tmp_path / "a" / "HIGGS.h5").read_bytes() != (tmp_path / "c" / "HIGGS.h5").read_bytes()
+    assert len(a) == 16 and a == c != b
+    convert(higgs_gz[0], tmp_path / "a" / "HIGGS.h5", test_rows=300, overwrite=True)  # converted again, in place
+    assert HiggsStream(tmp_path / "a" / "HIGGS.h5").identity == b

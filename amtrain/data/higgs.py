@@ -14,7 +14,7 @@ import torch
 
 from amtrain.data.higgs_convert import check_file
 from amtrain.errors import DataError
-from amtrain.provenance import file_fingerprint
+from amtrain.provenance import h5_fingerprint
 
 class HiggsStream:
     """Mini-batches streamed from a converted HIGGS file.
@@ -62,9 +62,9 @@ class HiggsStream:
 
     @property
     def identity(self) -> str:
-        """What the data is: a hash of the file's bytes (amtrain.provenance), so two copies of
-        one name that differ are told apart."""
-        return file_fingerprint(self.path)
+        """What the data is: a hash of the file's rows and statistics (amtrain.provenance), so two
+        files of one name with other rows are told apart, and one file converted twice is not."""
+        return h5_fingerprint(self.path, ("train/x", "train/y", "test/x", "test/y", "stats/mean", "stats/std"))
 
     def n_batches(self, batch_size: int) -> int:
         return -(-self.n_train // batch_size)
