@@ -40,8 +40,10 @@ class TensorData:
                        y_test=move(self.y_test), x_val=move(self.x_val), y_val=move(self.y_val))
 
     def fingerprinted(self) -> "TensorData":
-        """The same data with its ``identity``: a hash of every sample and label as loaded, so
-        runs can tell another copy or version of a dataset from the same one."""
+        """The same data with its ``identity`` (unless its loader set one): a hash of every sample
+        and label as loaded, so runs can tell another copy or version of a dataset from the same one."""
+        if self.identity:
+            return self
         tensors = [self.x_train, self.y_train, self.x_test, self.y_test]
         tensors += [t for t in (self.x_val, self.y_val) if t is not None]
         return replace(self, identity=tensors_fingerprint(tensors))
