@@ -19,6 +19,7 @@ different data under one name (another copy or version of the files).
 from __future__ import annotations
 
 import ast
+import csv
 import hashlib
 import os
 import re
@@ -85,6 +86,7 @@ def of_run(folder) -> Optional[Dict[str, str]]:
 
 
 OTHER_CODE = "on other amtrain code"
+OTHER_DATA = "on other data"
 
 
 def other_code(folder) -> Optional[str]:
@@ -130,3 +132,15 @@ def _h5_digest(path: str, names: tuple, inode: int, size: int, mtime_ns: int) ->
             for start in range(0, max(d.shape[0], 1), 1 << 20):
                 h.update(memoryview(np.ascontiguousarray(d[start:start + (1 << 20)])).cast("B"))
     return h.hexdigest()[:16]
+
+
+def data_of_run(folder) -> Optional[str]:
+    """The data fingerprint a run's ``metrics.csv`` recorded (its first row's ``data``), or None
+    (no such file, or made before runs recorded their data)."""
+    try:
+        with open(Path(folder) / "metrics.csv", newline="") as fh:
+            reader = csv.reader(fh)
+            header, row = next(reader), next(reader)
+        return row[header.index("data")] or None
+    except (OSError, StopIteration, ValueError, IndexError, UnicodeDecodeError, csv.Error):
+        return None

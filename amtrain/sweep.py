@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from amtrain.config import computed_config
 from amtrain.errors import AmtrainError, ConfigError, DivergenceError, FolderBusy, Interrupted, failure_line
-from amtrain.provenance import OTHER_CODE, other_code
+from amtrain.provenance import OTHER_CODE, OTHER_DATA, data_of_run, other_code
 
 TOKEN_ENV = "AMTRAIN_SWEEP_TOKEN"
 REPORTS = Path(".amtrain") / "reports"
@@ -189,8 +189,39 @@ def folder_state(job: Job) -> Tuple[str, str]:
             changed = differences(job.dir, job.cfg)
         except AmtrainError:
             return "different", "its config.yaml cannot be read"
-        return ("different", changed) if changed else ("finished", other_code(job.dir) or "")
+        if changed:
+            return "different", changed
+        return "finished", "; ".join(w for w in (other_code(job.dir), other_data(job)) if w)
     return ("checkpoint" if (job.dir / CHECKPOINT).exists() else "to run"), ""
+
+
+_DATA_NOW: dict = {}  # a dataset config (as JSON) -> the fingerprint of what its files hold now
+
+
+def other_data(job: Job) -> Optional[str]:
+    """Words for a finished job whose run read other data than its dataset's files hold now
+    (replaced under the same name since: a re-download, another copy), else None. Loads each
+    dataset once per process, and only for jobs whose run recorded its data; a dataset that
+    cannot be loaded now (missing files: its runs say so) is not compared."""
+    from amtrain.data import build_data
+
+    then = data_of_run(job.dir)
+    if not then:
+        return None
+    dataset = OmegaConf.to_container(job.cfg.dataset, resolve=True)
+    if "download" in dataset:
+        dataset["download"] = False  # look, never fetch
+    dataset.update({k: v for k, v in (("train_size", None), ("val_size", 0)) if k in dataset})  # before any subset
+    key = json.dumps(dataset, sort_keys=True, default=str)
+    if key not in _DATA_NOW:
+        try:
+            _DATA_NOW[key] = build_data(OmegaConf.create(dataset)).identity
+        except (AmtrainError, OSError):
+            _DATA_NOW[key] = None
+    now = _DATA_NOW[key]
+    if now is None or now == then:
+        return None
+    return f"{OTHER_DATA} ({then[:8]} then, {now[:8]} now)"
 
 
 def preview(the_plan: Plan) -> str:

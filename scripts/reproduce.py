@@ -45,6 +45,7 @@ import yaml
 from amtrain import sweep as sweeps
 from amtrain.cli import command as amtrain_cmd, compose_checked
 from amtrain.errors import ConfigError, OutputError
+from amtrain.provenance import OTHER_CODE, OTHER_DATA
 from amtrain.rundir import ensure_writable
 from amtrain.sweep import FOLDER_STATES, plural
 
@@ -178,11 +179,13 @@ def differences_between(a, b) -> str:
 
 def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
     """Compose every job of every sweep in ``todo`` ([(figure, sweep, argv)]) before any runs, and
-    see what each would do with its folder. A bad override, or a finished job that ran with
-    another configuration (its sweep would fail it), is one line and exit 2; nothing has run.
+    see what each would do with its folder. A bad override, a finished job that ran with
+    another configuration (its sweep would fail it), or one that read other data than the
+    dataset's files hold now (aggregate.py would refuse its figure), is one line and exit 2;
+    nothing has run.
     ``dry_run``: list each sweep's jobs by state. Returns 0 or 2."""
     states: Counter = Counter()
-    different, first = [], {}  # first: job folder -> (which sweep, its job), across the sweeps
+    different, other_data, first = [], [], {}  # first: job folder -> (which sweep, its job), across the sweeps
     with _environment(env):
         for fig, name, cmd in todo:
             try:
@@ -191,7 +194,7 @@ def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
                 where = fig if name == fig else f"{fig}, sweep {name}"
                 print(f"reproduce: error: [{where}] {e}", file=sys.stderr)
                 return 2
-            here, odd = Counter(), []
+            here, odd, moved = Counter(), [], []
             for job in planned.jobs:
                 where, other = first.setdefault(job.dir, (f"[{fig}] {name}", job))
                 clash = other is not job and differences_between(other.cfg, job.cfg)
@@ -202,11 +205,14 @@ def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
                     return 2
                 state, detail = sweeps.folder_state(job)
                 here[state] += 1
-                here["on other code"] += state == "finished" and bool(detail)  # amtrain.provenance.other_code
+                here["on other code"] += state == "finished" and OTHER_CODE in detail  # amtrain.provenance
                 if state == "different":
                     odd.append(f"{job.dir}: {detail}")
+                if state == "finished" and OTHER_DATA in detail:
+                    moved.append(f"{job.dir}: {detail[detail.index(OTHER_DATA):]}")
             states.update(here)
             different += odd
+            other_data += moved
             if dry_run:
                 groups = len(sweeps.seed_groups(planned))
                 groups = f" ({plural(groups, 'seed group')})" if groups else ""
@@ -215,11 +221,19 @@ def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
                       flush=True)
                 for line in odd:
                     print(f"    different: {line}")
+                for line in moved:
+                    print(f"    other data: {line}")
     total = sum(states[s] for s in FOLDER_STATES)
     print(f"{plural(len(todo), 'sweep')}, {plural(total, 'job')} checked: {_counts(states) or 'none'}", flush=True)
     if different:
         print(f"reproduce: error: {len(different)} finished job folder(s) ran with another configuration, which "
               f"their sweeps would refuse (the first, {different[0]}): move them aside or choose another --runs; "
+              "`--dry-run` lists them", file=sys.stderr)
+        return 2
+    if other_data:
+        print(f"reproduce: error: {len(other_data)} finished job folder(s) read other data than the dataset's files "
+              f"here hold now (the first, {other_data[0]}): their figures would mix two datasets; point --data at "
+              "the files they read, or move them aside (or choose another --runs) to rerun them on these; "
               "`--dry-run` lists them", file=sys.stderr)
         return 2
     return 0

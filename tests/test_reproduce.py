@@ -265,6 +265,33 @@ def test_the_dry_run_counts_finished_jobs_that_ran_on_other_code(smoke, tmp_path
     assert f"1 sweep, {len(jobs)} jobs checked: {len(jobs)} finished (1 on other amtrain code)" in r.stdout, r.stdout
 
 
+def test_finished_jobs_that_read_other_data_stop_the_run_before_anything_runs(smoke, tmp_path):
+    """A finished job whose run read other data than the files here hold now (replaced under the
+    same name since) would make its figure's aggregate.py refuse to mix them, hours later: the
+    look-ahead says so first. The same generated data made again is the same data."""
+    import shutil
+
+    sweep = tmp_path / "runs" / "smoke_fig8_binary"
+    shutil.copytree(smoke[0] / "runs" / "smoke_fig8_binary", sweep)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    args = ["--protocol", "smoke", "--figures", "fig8_binary", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results")]
+    r = _reproduce(*args, "--dry-run")
+    assert r.returncode == 0 and f"{len(jobs)} finished" in r.stdout and "other data" not in r.stdout, r.stdout
+    metrics = jobs[0] / "metrics.csv"
+    rows = pd.read_csv(metrics, dtype={"data": str})
+    now = rows.data.iloc[0]
+    metrics.write_text(rows.assign(data="0123456789abcdef").to_csv(index=False))
+    r = _reproduce(*args, "--dry-run")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"    other data: {jobs[0]}: on other data (01234567 then, {now[:8]} now)" in r.stdout, r.stdout
+    assert r.stderr.strip() == (
+        f"reproduce: error: 1 finished job folder(s) read other data than the dataset's files here hold now (the "
+        f"first, {jobs[0]}: on other data (01234567 then, {now[:8]} now)): their figures would mix two datasets; "
+        "point --data at the files they read, or move them aside (or choose another --runs) to rerun them on "
+        "these; `--dry-run` lists them")
+
+
 def test_smoke_report_has_every_figure_and_verdicts(smoke):
     root, _, _, report = smoke
     assert report.returncode == 0, report.stderr

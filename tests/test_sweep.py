@@ -1,6 +1,7 @@
 """Sweeps: stable job directories, resume, failures recorded, joblib and submitit_local launchers."""
 import re
 
+import pandas as pd
 import pytest
 
 from conftest import TINY
@@ -93,6 +94,11 @@ def test_folder_state_says_what_a_job_would_do_with_its_folder_and_writes_nothin
     assert sweep.folder_state(jobs[1]) == ("different", "its config.yaml cannot be read")
     again = sweep.plan([*args, "seed=0", "resume=false"], compose_checked).jobs[0]
     assert sweep.folder_state(again) == ("rerun", "")
+    # a finished run that read other data than the dataset's files hold now (amtrain.provenance)
+    metrics = jobs[0].dir / "metrics.csv"
+    rows = pd.read_csv(metrics, dtype={"data": str})
+    metrics.write_text(rows.assign(data="0123456789abcdef").to_csv(index=False))
+    assert sweep.folder_state(jobs[0]) == ("finished", f"on other data (01234567 then, {rows.data.iloc[0][:8]} now)")
 
 
 @pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
