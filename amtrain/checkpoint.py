@@ -104,8 +104,8 @@ class Saver:
         folders = [folder for folder, on in zip(self.folders, active) if on]
         try:
             _write_atomic(folders[0] / NAME, lambda fh: torch.save(payload, fh))
-            for folder in folders[1:]:  # the other seeds of a batched group: the same bytes
-                _write_atomic(folder / NAME, lambda fh: _copy(folders[0] / NAME, fh))
+            for folder in folders[1:]:  # the other seeds of a batched group: the same file
+                _link_atomic(folders[0] / NAME, folder / NAME)
         except Exception as e:  # state that cannot be pickled, a full disk, ...: the run goes on without
             self.off_reason = str(e) if isinstance(e, NotCheckpointable) else f"{type(e).__name__}: {e}"
             for folder in self.folders:
@@ -116,7 +116,7 @@ class Saver:
         self.last = time.monotonic()
         size = (folders[0] / NAME).stat().st_size
         log.info("checkpoint after epoch %d (step %d): %.1f MB%s in %.1f s", loop["epoch"], loop["step"],
-                 size / 2**20, f" in each of {len(folders)} seed folders" if len(folders) > 1 else "",
+                 size / 2**20, f", one file in each of {len(folders)} seed folders" if len(folders) > 1 else "",
                  time.perf_counter() - t0)
 
 
@@ -128,6 +128,22 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _link_atomic(source: Path, path: Path) -> None:
+    """``path`` becomes another name of the file ``source`` (a hard link, atomically): a batched
+    group's checkpoint holds every seed, so S copies would cost S times its size on disk. A file
+    is never changed in place (each save is a new file renamed over the old), so the names stay
+    in step. Where the folders cannot share a file (another file system), a copy."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        _write_atomic(path, lambda fh: _copy(source, fh))
+        return
+    os.replace(tmp, path)
+    tmp.unlink(missing_ok=True)  # (were path already that file, the rename would leave both names)
 
 
 def _copy(source: Path, fh: BinaryIO) -> None:

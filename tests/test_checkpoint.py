@@ -131,6 +131,9 @@ def test_a_batched_seed_group_goes_on_with_every_seed_as_uninterrupted(tmp_path,
         run_seeds(cfgs, dirs)
     undo()
     assert all((d / "checkpoint.pt").exists() for d in dirs)
+    # the group's one file under each seed's folder: a hard link, not S copies of every seed's state
+    assert all((d / "checkpoint.pt").samefile(dirs[0] / "checkpoint.pt") for d in dirs[1:])
+    assert "one file in each of 3 seed folders" in (dirs[0] / "train.log").read_text()
     outcomes = run_seeds(cfgs, dirs)
     assert [(o.status, o.resumed_after) for o in outcomes] == [("finished", 2)] * 3
     for d, ref in zip(dirs, references):
@@ -310,6 +313,25 @@ def test_state_on_disk_is_not_checkpointed_and_the_run_goes_on(tmp_path, make_cf
     log = (result.out_dir / "train.log").read_text()
     assert log.count("no more checkpoints for this run (it goes on): the per-sample state is in memory-mapped") == 1
     assert not (result.out_dir / "checkpoint.pt").exists() and not (result.out_dir / "checkpoint.pt.tmp").exists()
+
+
+def test_a_group_checkpoint_is_copied_where_its_folders_cannot_share_a_file(tmp_path, monkeypatch):
+    """Seed folders on two file systems cannot hold one file under two names: each gets a copy."""
+    import errno
+
+    first, other = tmp_path / "a", tmp_path / "b"
+    for d in (first, other):
+        d.mkdir()
+    (first / "checkpoint.pt").write_bytes(b"state")
+
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(checkpoint.os, "link", cross_device)
+    checkpoint._link_atomic(first / "checkpoint.pt", other / "checkpoint.pt")
+    assert (other / "checkpoint.pt").read_bytes() == b"state"
+    assert not (other / "checkpoint.pt").samefile(first / "checkpoint.pt")
+    assert sorted(p.name for p in other.iterdir()) == ["checkpoint.pt"]
 
 
 def test_a_checkpoint_written_by_a_killed_save_is_never_half_there(tmp_path, make_cfg, monkeypatch):
