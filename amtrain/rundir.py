@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import socket
+import time
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
@@ -81,6 +82,9 @@ def claim_new(base) -> Path:
     raise OutputError(f"{base}: 10,000 run folders of that name exist already: choose another hydra.run.dir")
 
 
+NAMELESS_WAIT_S = 1.0  # how long a run waits for a lock held by no named process (see RunDir.__enter__)
+
+
 def holder(path) -> Optional[str]:
     """Who holds ``path``'s lock now ("pid ... on host since ..."), or None. A probe that
     writes nothing: it takes the lock for an instant only if no one has it."""
@@ -111,13 +115,22 @@ class RunDir:
     def __enter__(self) -> "RunDir":
         ensure_writable(self.path)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise FolderBusy(f"running elsewhere: {self.path} ({holder}); wait for it to finish, or use another "
-                             "folder") from None
+        deadline = time.monotonic() + NAMELESS_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                # a holder that names no process is there for an instant: holder()'s probe (reproduce.py
+                # looking at folders), or a run between taking the lock and writing its name, or between
+                # clearing it and letting go; wait for it rather than call the folder busy
+                if not holder and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                os.close(fd)
+                raise FolderBusy(f"running elsewhere: {self.path} ({holder or 'another process'}); wait for it to "
+                                 "finish, or use another folder") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
                       f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}\n".encode(), 0)

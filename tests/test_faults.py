@@ -575,6 +575,37 @@ def test_a_locked_folder_is_running_elsewhere(tmp_path):
     assert r.returncode == 0, r.stderr  # skipped: the other process owns that job
 
 
+def test_a_lock_held_for_an_instant_by_no_named_process_is_waited_for(tmp_path):
+    """rundir.holder()'s probe (reproduce.py looking at folders while another sweep runs), or a
+    run between taking a folder's lock and writing its name, holds the lock for an instant with
+    no name in it. A run that meets it waits for it instead of calling the folder busy; a
+    nameless holder that stays is busy after NAMELESS_WAIT_S; a named one at once."""
+    import fcntl
+    import threading
+
+    from amtrain import rundir
+    from amtrain.errors import FolderBusy
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    threading.Timer(0.2, lambda: fcntl.flock(fd, fcntl.LOCK_UN)).start()
+    with rundir.RunDir(folder):
+        assert rundir.holder(folder).startswith(f"pid {os.getpid()} on ")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    t0 = time.monotonic()
+    with pytest.raises(FolderBusy, match=r"\(another process\)"):
+        rundir.RunDir(folder).__enter__()
+    assert time.monotonic() - t0 >= rundir.NAMELESS_WAIT_S
+    os.pwrite(fd, b"pid 7 on elsewhere\n", 0)
+    t0 = time.monotonic()
+    with pytest.raises(FolderBusy, match=r"\(pid 7 on elsewhere\)"):
+        rundir.RunDir(folder).__enter__()
+    assert time.monotonic() - t0 < rundir.NAMELESS_WAIT_S / 2
+    os.close(fd)
+
+
 def test_kill_9_mid_sweep_then_resume_reruns_only_the_killed_job_exactly(tmp_path):
     args = ["-m", *SWEEP, "dataset.n_train=6000", "epochs=4", "optim=sgd,adam", "seed=0"]
     p = subprocess.Popen(amtrain_cmd() + args + ["name=k"], cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL,
