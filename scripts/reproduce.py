@@ -46,7 +46,7 @@ from amtrain import sweep as sweeps
 from amtrain.cli import command as amtrain_cmd, compose_checked
 from amtrain.errors import ConfigError, OutputError
 from amtrain.provenance import OTHER_CODE, OTHER_DATA
-from amtrain.rundir import ensure_writable
+from amtrain.rundir import ensure_writable, holder
 from amtrain.sweep import FOLDER_STATES, plural
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,6 +239,16 @@ def look_ahead(todo: list, env: dict, dry_run: bool) -> int:
     return 0
 
 
+def held_elsewhere(sweep_dir: Path) -> list:
+    """'<folder> (<holder>)' for each job folder of a sweep that another process holds now (a
+    second reproduce.py or amtrain -m on the same runs folder): aggregated now, its figure would
+    lack those jobs. amtrain.rundir.holder's probe writes nothing."""
+    if not sweep_dir.is_dir():
+        return []
+    held = ((d, holder(d)) for d in sorted(sweep_dir.iterdir()) if d.is_dir() and not d.name.startswith("."))
+    return [f"{d} ({who})" for d, who in held if who]
+
+
 def resolve_higgs(given, data_root: Path):
     """The HIGGS file to use: given, the full one under the data root, or the real subset converted once."""
     if given:
@@ -376,6 +386,12 @@ def reproduce(args, plan: dict, figures: list) -> int:
                     csvs.append(sweep)
             for sweep in csvs:
                 out = results / f"{sweep}.csv"
+                held = held_elsewhere(runs / f"{args.protocol}_{sweep}")
+                if held:  # another process runs some of its jobs: a CSV written now would lack them
+                    print(f"[{fig}] {plural(len(held), 'job')} of {args.protocol}_{sweep} still running elsewhere "
+                          f"(the first, {held[0]}): {out} is left as it was; the process running them writes it "
+                          "when its sweep ends (or rerun with --skip-runs then)")
+                    continue
                 try:
                     aggregate.main([str(runs / f"{args.protocol}_{sweep}"), "-o", str(out), "--figure", fig])
                 except aggregate.NoRuns as e:  # its jobs failed: said above

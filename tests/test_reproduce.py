@@ -292,6 +292,34 @@ def test_finished_jobs_that_read_other_data_stop_the_run_before_anything_runs(sm
         "these; `--dry-run` lists them")
 
 
+def test_a_sweep_with_jobs_running_elsewhere_is_not_aggregated_without_them(smoke, tmp_path):
+    """Two reproduce.py (or a reproduce.py and an amtrain -m) on one runs folder share the jobs
+    through their locks. The one that ends first would write the figure's CSV without the jobs
+    the other still runs: it leaves the CSV to the other instead, and says so."""
+    import fcntl
+    import shutil
+
+    sweep = tmp_path / "runs" / "smoke_fig8_binary"
+    shutil.copytree(smoke[0] / "runs" / "smoke_fig8_binary", sweep)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    args = ["--protocol", "smoke", "--figures", "fig8_binary", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results"), "--skip-runs"]
+    fd = os.open(jobs[1] / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, b"pid 7 on elsewhere\n", 0)
+    try:
+        r = _reproduce(*args)
+    finally:
+        os.close(fd)
+    csv_out = tmp_path / "results" / "fig8_binary.csv"
+    assert r.returncode == 0, r.stdout + r.stderr  # not a failure: the other process finishes the figure
+    assert (f"[fig8_binary] 1 job of smoke_fig8_binary still running elsewhere (the first, {jobs[1]} (pid 7 on "
+            f"elsewhere)): {csv_out} is left as it was") in r.stdout, r.stdout + r.stderr
+    assert not csv_out.exists()
+    r = _reproduce(*args)
+    assert r.returncode == 0 and csv_out.exists(), r.stdout + r.stderr
+
+
 def test_smoke_report_has_every_figure_and_verdicts(smoke):
     root, _, _, report = smoke
     assert report.returncode == 0, report.stderr
