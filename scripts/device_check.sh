@@ -8,8 +8,12 @@
 #      none (the training loop's clock now);
 #   4. one short seed-axis sweep end to end on CUDA (generated data), its folders checked;
 #   5. the wall time of a 5-seed sweep (MNIST-sized generated data) on the seed axis against
-#      a run per seed, twice each, alternated.
-# Every table goes to $OUT (default /tmp/device_check).
+#      a run per seed, twice each, alternated;
+#   6. the Elman RNN's step at T = 784 (bench_rnn.py, read-out `sequence`, eager): BPTT against
+#      AM-Adam's code passes, which the roadmap still lists as unmeasured on a GPU.
+# PARTS picks the parts (default all: "tests seeds sync sweep wall rnn"); the seed axis was
+# measured on 2026-12-04, so a later lease can run PARTS=rnn alone. Every table goes to $OUT
+# (default /tmp/device_check).
 #
 # Before the session, here (Hydra, OmegaConf and ANTLR travel as wheels in .whl, which
 # .git/info/exclude ignores):
@@ -18,7 +22,8 @@
 #       --implementation cp --platform any -d .whl hydra-core==1.3.8 omegaconf==2.3.1
 #   .venv/bin/python -m pip wheel --no-deps antlr4-python3-runtime==4.9.3 -w .whl
 # Then one device call, with carry [".whl"] and a timeout of 600 s (on an H200 on 2026-12-04
-# it needed about 8.5 minutes: the tests 3.8, the two bench tables about 2.5, the sweeps 1.5):
+# parts 1-5 needed about 8.5 minutes: the tests 3.8, one by one as they then ran, the two bench
+# tables about 2.5, the sweeps 1.5; part 6 had not yet been written):
 #   bash scripts/device_check.sh
 # results/device/h200-2026-12-04/ holds what it printed there.
 # Here, as a dry run on the CPU with tiny settings:
@@ -43,12 +48,14 @@ if ! "$PY" -c "import amtrain.conf" 2>/dev/null; then  # amtrain itself (its con
 fi
 if [ -n "${QUICK:-}" ]; then
     STEPS=2; WARM=1; ROUNDS=1; MODELS="mlp_2x100"; TESTS="three_stacked and mlp_2x100 and release-False"
-    WALL_N=2000; WALL_EPOCHS=1
+    WALL_N=2000; WALL_EPOCHS=1; WORKERS=2; RNN="--steps 1 --batch 32"
 else
     STEPS=100; WARM=10; ROUNDS=5; MODELS="mlp_2x100 mlp_2x500 higgs_mlp binary_mlp lenet5"
     TESTS="three_stacked or stacked_forward"
-    WALL_N=60000; WALL_EPOCHS=2
+    WALL_N=60000; WALL_EPOCHS=2; WORKERS=8; RNN="--steps 3"
 fi
+PARTS=" ${PARTS:-tests seeds sync sweep wall rnn} "
+wants() { case "$PARTS" in *" $1 "*) return 0 ;; esac; return 1; }
 
 "$PY" - <<'EOF' | tee "$OUT/device.txt"
 import torch
@@ -56,42 +63,62 @@ print("torch", torch.__version__, "| cuda available:", torch.cuda.is_available()
       "|", torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
 EOF
 
-# 1. S = 3 stacked copies equal three single runs, on the device
-AMTRAIN_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -p no:cacheprovider tests/test_seeds.py -k "$TESTS" 2>&1 \
-    | grep -v -e PytestBenchmarkWarning -e 'warner(' >"$OUT/tests.txt"  # the whole log, the first failure's cause too
-tail -15 "$OUT/tests.txt"
+# 1. S = 3 stacked copies equal three single runs, on the device. The tests spread over WORKERS
+# processes (the suite's own setting keeps a file on one worker: 228 s on the H200, one by one)
+if wants tests; then
+    AMTRAIN_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" --dist load \
+        tests/test_seeds.py -k "$TESTS" 2>&1 \
+        | grep -v -e PytestBenchmarkWarning -e 'warner(' >"$OUT/tests.txt"  # the whole log, a failure's cause too
+    tail -15 "$OUT/tests.txt"
+fi
 
 # 2. the seed axis: ms per seed-step and speed-up over single-seed steps
-"$PY" scripts/bench.py --seeds --devices "$DEVICE" --models $MODELS --steps $STEPS --warmup $WARM \
-    | tee "$OUT/seeds.md"
+if wants seeds; then
+    "$PY" scripts/bench.py --seeds --devices "$DEVICE" --models $MODELS --steps $STEPS --warmup $WARM \
+        | tee "$OUT/seeds.md"
+fi
 
 # 3. the clock: a host sync after every step against none
-"$PY" scripts/bench.py --sync --devices "$DEVICE" --models mlp_2x100 mlp_2x500 --steps $STEPS --rounds $ROUNDS \
-    | tee "$OUT/sync.md"
+if wants sync; then
+    "$PY" scripts/bench.py --sync --devices "$DEVICE" --models mlp_2x100 mlp_2x500 --steps $STEPS \
+        --rounds $ROUNDS | tee "$OUT/sync.md"
+fi
 
 # 4. a seed-axis sweep end to end: 3 seeds of AM-Adam in one process, each its own folder
-SWEEP=/tmp/device_check_sweep
-rm -rf "$SWEEP"
-"$PY" -m amtrain -m dataset=synthetic dataset.n_train=2000 dataset.n_test=500 model=mlp_2x100 optim=am_adam \
-    epochs=2 progress=false device="$DEVICE" seed=0,1,2 hydra.sweep.dir="$SWEEP" 2>&1 | tail -4 | tee "$OUT/sweep.txt"
-for s in 0 1 2; do
-    d=$(ls -d "$SWEEP"/*seed=$s)
-    if test -f "$d/DONE" && grep -q "on a seed axis" "$d/train.log"; then
-        echo "seed $s: DONE, trained on the seed axis"
-    else
-        echo "seed $s: NOT DONE on the seed axis: see $d/train.log"
-    fi
-done | tee -a "$OUT/sweep.txt"
+if wants sweep; then
+    SWEEP=/tmp/device_check_sweep
+    rm -rf "$SWEEP"
+    "$PY" -m amtrain -m dataset=synthetic dataset.n_train=2000 dataset.n_test=500 model=mlp_2x100 optim=am_adam \
+        epochs=2 progress=false device="$DEVICE" seed=0,1,2 hydra.sweep.dir="$SWEEP" 2>&1 | tail -4 \
+        | tee "$OUT/sweep.txt"
+    for s in 0 1 2; do
+        d=$(ls -d "$SWEEP"/*seed=$s)
+        if test -f "$d/DONE" && grep -q "on a seed axis" "$d/train.log"; then
+            echo "seed $s: DONE, trained on the seed axis"
+        else
+            echo "seed $s: NOT DONE on the seed axis: see $d/train.log"
+        fi
+    done | tee -a "$OUT/sweep.txt"
+fi
+
 # 5. a 5-seed sweep's wall time, every process start included: one seed axis against a run per seed
-for spp in 5 1 5 1; do
-    W=/tmp/device_check_wall
-    rm -rf "$W"
-    t0=$(date +%s.%N)
-    "$PY" -m amtrain -m dataset=synthetic dataset.n_train=$WALL_N dataset.n_test=10000 model=mlp_2x100 \
-        optim=am_adam epochs=$WALL_EPOCHS progress=false device="$DEVICE" seed=0,1,2,3,4 \
-        seeds_per_process=$spp hydra.sweep.dir="$W" >"$OUT/wall_spp$spp.log" 2>&1
-    t1=$(date +%s.%N)
-    echo "seeds_per_process=$spp: 5 seeds x $WALL_EPOCHS epochs of AM-Adam 784-100-100-10 on $WALL_N samples:" \
-        "$("$PY" -c "print(round($t1 - $t0, 1))") s, $(ls "$W"/*/DONE | wc -l) DONE"
-done | tee "$OUT/wall.txt"
+if wants wall; then
+    for spp in 5 1 5 1; do
+        W=/tmp/device_check_wall
+        rm -rf "$W"
+        t0=$(date +%s.%N)
+        "$PY" -m amtrain -m dataset=synthetic dataset.n_train=$WALL_N dataset.n_test=10000 model=mlp_2x100 \
+            optim=am_adam epochs=$WALL_EPOCHS progress=false device="$DEVICE" seed=0,1,2,3,4 \
+            seeds_per_process=$spp hydra.sweep.dir="$W" >"$OUT/wall_spp$spp.log" 2>&1
+        t1=$(date +%s.%N)
+        echo "seeds_per_process=$spp: 5 seeds x $WALL_EPOCHS epochs of AM-Adam 784-100-100-10 on $WALL_N samples:" \
+            "$("$PY" -c "print(round($t1 - $t0, 1))") s, $(ls "$W"/*/DONE | wc -l) DONE"
+    done | tee "$OUT/wall.txt"
+fi
+
+# 6. the RNN at T = 784: BPTT against AM-Adam's code passes (eager; --no-compile keeps Triton's
+# compile time out of a short lease)
+if wants rnn; then
+    "$PY" scripts/bench_rnn.py --device "$DEVICE" --readouts sequence --no-compile $RNN | tee "$OUT/rnn.md"
+fi
 echo "device_check: all done; tables in $OUT"
