@@ -92,13 +92,19 @@ def holder(path) -> Optional[str]:
         fd = os.open(Path(path) / LOCK, os.O_RDONLY)
     except OSError:  # no lock file: no run has ever held this folder
         return None
+    deadline = time.monotonic() + NAMELESS_WAIT_S
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                name = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                if name or time.monotonic() >= deadline:
+                    return name or "another process"
+                time.sleep(0.02)  # another probe, or a run taking or letting go of it: an instant
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return None
     finally:
         os.close(fd)
 

@@ -594,6 +594,10 @@ def test_a_lock_held_for_an_instant_by_no_named_process_is_waited_for(tmp_path):
     with rundir.RunDir(folder):
         assert rundir.holder(folder).startswith(f"pid {os.getpid()} on ")
     fcntl.flock(fd, fcntl.LOCK_EX)
+    threading.Timer(0.2, lambda: fcntl.flock(fd, fcntl.LOCK_UN)).start()
+    assert rundir.holder(folder) is None  # a probe that meets another probe waits for it too
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    assert rundir.holder(folder) == "another process"  # ... for NAMELESS_WAIT_S at most
     t0 = time.monotonic()
     with pytest.raises(FolderBusy, match=r"\(another process\)"):
         rundir.RunDir(folder).__enter__()
