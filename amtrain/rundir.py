@@ -82,7 +82,24 @@ def claim_new(base) -> Path:
     raise OutputError(f"{base}: 10,000 run folders of that name exist already: choose another hydra.run.dir")
 
 
-NAMELESS_WAIT_S = 1.0  # how long a run waits for a lock held by no named process (see RunDir.__enter__)
+NAMELESS_WAIT_S = 1.0  # how long a run or a probe waits for a lock held by no named process (_take)
+
+
+def _take(fd: int) -> Optional[str]:
+    """Take the lock of the open lock file ``fd`` without blocking: None once taken, else who holds
+    it. A holder that names no process holds it for an instant only (holder()'s probe, or a run
+    between taking the lock and writing its name, or between clearing it and letting go): wait
+    up to NAMELESS_WAIT_S for it rather than call the folder busy."""
+    deadline = time.monotonic() + NAMELESS_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            name = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            if name or time.monotonic() >= deadline:
+                return name or "another process"
+            time.sleep(0.02)
 
 
 def holder(path) -> Optional[str]:
@@ -92,19 +109,11 @@ def holder(path) -> Optional[str]:
         fd = os.open(Path(path) / LOCK, os.O_RDONLY)
     except OSError:  # no lock file: no run has ever held this folder
         return None
-    deadline = time.monotonic() + NAMELESS_WAIT_S
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                name = os.pread(fd, 200, 0).decode(errors="replace").strip()
-                if name or time.monotonic() >= deadline:
-                    return name or "another process"
-                time.sleep(0.02)  # another probe, or a run taking or letting go of it: an instant
-            else:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                return None
+        name = _take(fd)
+        if name is None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return name
     finally:
         os.close(fd)
 
@@ -121,22 +130,11 @@ class RunDir:
     def __enter__(self) -> "RunDir":
         ensure_writable(self.path)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + NAMELESS_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
-                # a holder that names no process is there for an instant: holder()'s probe (reproduce.py
-                # looking at folders), or a run between taking the lock and writing its name, or between
-                # clearing it and letting go; wait for it rather than call the folder busy
-                if not holder and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                    continue
-                os.close(fd)
-                raise FolderBusy(f"running elsewhere: {self.path} ({holder or 'another process'}); wait for it to "
-                                 "finish, or use another folder") from None
+        busy = _take(fd)
+        if busy is not None:
+            os.close(fd)
+            raise FolderBusy(f"running elsewhere: {self.path} ({busy}); wait for it to finish, or use another "
+                             "folder")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
                       f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}\n".encode(), 0)
