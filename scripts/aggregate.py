@@ -160,14 +160,13 @@ def _one_dataset(runs: List[dict]) -> List[str]:
     return notes
 
 
-def _mixed_code(frames: List[pd.DataFrame]) -> List[str]:
+def _mixed_code(runs: List[dict]) -> List[str]:
     """A line per configuration whose seeds ran on different amtrain code (a sweep resumed after
     the code changed skips its finished jobs): its mean mixes two versions of the method."""
-    if not frames:
+    if not runs:
         return []
-    runs = pd.DataFrame([f.iloc[0][["dataset", "model", "optim", "variant", "seed", "code"]] for f in frames])
     out = []
-    for (dataset, model, optim, v), g in runs.groupby(["dataset", "model", "optim", "variant"]):
+    for (dataset, model, optim, v), g in pd.DataFrame(runs).groupby(["dataset", "model", "optim", "variant"]):
         if g.code.nunique() > 1:
             by_code = "; ".join(f"{code or 'not recorded'}: seed{'s' * (len(c) > 1)} "
                                 f"{' '.join(map(str, sorted(c.seed)))}" for code, c in g.groupby("code"))
@@ -226,13 +225,13 @@ def load(dirs) -> pd.DataFrame:
             code = (of_run(run) or {}).get("code", "")[:8]  # "": a run that recorded none
             frames.append(df.assign(variant=v["variant"], overrides=overrides(run), code=code))
             runs.append({**df.iloc[0][["dataset", "model", "optim", "seed", "data"]], "variant": v["variant"],
-                         "run": run})
+                         "code": code, "run": run})  # one row per run, for the checks across its seeds
         left_out += never_started(d)
     for u in left_out:
         print(f"missing cell: {u}", file=sys.stderr)
     for c in copies:
         print(f"note: {c}", file=sys.stderr)
-    for line in _mixed_code(frames) + _one_dataset(runs):
+    for line in _mixed_code(runs) + _one_dataset(runs):
         print(f"note: {line}", file=sys.stderr)
     if legacy:
         print(f"note: {legacy} runs carry no run id (made before run ids existed); read as they are", file=sys.stderr)
