@@ -1,4 +1,6 @@
 """Elman RNN: split forward through time, recurrent code updates, AM-Adam's weight step, CLI."""
+import os
+
 import pytest
 import torch
 
@@ -13,15 +15,25 @@ from amtrain.train import run
 
 
 READOUTS = ["last", "mean", "sequence"]
+# The closed forms and the fast, reference and compiled passes on another device
+# (scripts/device_check.sh: AMTRAIN_TEST_DEVICE=cuda); the trainer-level runs stay on the CPU
+DEVICE = torch.device(os.environ.get("AMTRAIN_TEST_DEVICE", "cpu"))
+
+
+def rnn(readout="last", T=12, n_inputs=1, d=6):
+    return ElmanRNN(n_inputs, d, 3, readout=readout, n_steps=T).double().to(DEVICE)
+
+
+def batch(g, T=12, n=32):
+    return (torch.randn(n, T, generator=g, dtype=torch.float64).to(DEVICE),
+            torch.randint(0, 3, (n,), generator=g).to(DEVICE))
 
 
 def setup(mode="paper", seed=0, T=12, d=6, readout="last"):
     torch.manual_seed(seed)
-    net = ElmanRNN(1, d, 3, readout=readout, n_steps=T).double()
+    net = rnn(readout, T, d=d)
     cfg = compose(["model=rnn", "optim=am_adam", f"mode={mode}", "dataset=synthetic"])
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(32, T, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 3, (32,), generator=g)
+    x, y = batch(torch.Generator().manual_seed(seed), T)
     return net, build_trainer(cfg.optim, cfg.mu, cfg.mode, net), x, y
 
 
@@ -212,12 +224,12 @@ def test_the_jacobi_variant_lowers_the_joint_code_objective(readout):
     of eq. 3 (the read-out's loss plus every step's constraint on its successor, and the
     proximal term), which therefore goes down."""
     torch.manual_seed(0)
-    net = ElmanRNN(1, 6, 3, readout=readout, n_steps=12).double()
+    net = rnn(readout)
     cfg = compose(["model=rnn", "optim=am_adam", "mode=paper", "dataset=synthetic", "optim.codes.order=jacobi",
                    "optim.codes.lr=0.05"])
     am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(32, 12, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+    x, y = batch(g)
     mu = 0.01
     u, c0 = net.drive(x).detach(), net.encode(x)
 
@@ -235,9 +247,9 @@ def test_the_jacobi_variant_lowers_the_joint_code_objective(readout):
 @pytest.mark.parametrize("mode", ["paper", "release"])
 def test_the_fast_code_pass_equals_the_reference_pass(readout, mode):
     torch.manual_seed(0)
-    net = ElmanRNN(1, 6, 3, readout=readout, n_steps=12).double()
+    net = rnn(readout)
     g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(32, 12, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+    x, y = batch(g)
     u, c0 = net.drive(x).detach(), net.encode(x)
     codes = []
     for fast in ("true", "false"):
@@ -251,8 +263,8 @@ def test_the_fast_code_pass_equals_the_reference_pass(readout, mode):
 def test_the_column_layout_maps_equal_the_row_ones(readout, n_inputs):
     """drive_columns, encode_columns, readout_columns: the row maps in the (T, d, B) layout."""
     torch.manual_seed(0)
-    net = ElmanRNN(n_inputs, 6, 3, readout=readout, n_steps=12 // n_inputs).double()
-    x = torch.randn(32, 12, dtype=torch.float64)
+    net = rnn(readout, 12 // n_inputs, n_inputs)
+    x = torch.randn(32, 12, dtype=torch.float64).to(DEVICE)
     rows = lambda a: a.permute(2, 0, 1)  # noqa: E731 (T, d, B) -> (B, T, d)
     u = net.drive_columns(x)
     assert u.is_contiguous()
@@ -271,13 +283,13 @@ def test_a_fast_step_equals_a_reference_step(readout, mode):
     results = []
     for fast in ("true", "false"):
         torch.manual_seed(0)
-        net = ElmanRNN(1, 6, 3, readout=readout, n_steps=12).double()
+        net = rnn(readout)
         cfg = compose(["model=rnn", "optim=am_adam", f"mode={mode}", "dataset=synthetic", f"optim.fast={fast}"])
         am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
         g = torch.Generator().manual_seed(1)
         out = []
         for _ in range(3):
-            x, y = torch.randn(32, 12, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+            x, y = batch(g)
             out.append(am.step(x, y))
         results.append((out, [p.detach().clone() for p in net.parameters()]))
     (out_f, w_f), (out_r, w_r) = results
@@ -294,12 +306,12 @@ def test_a_fast_step_with_several_weight_steps_equals_the_reference():
     results = []
     for fast in ("true", "false"):
         torch.manual_seed(0)
-        net = ElmanRNN(1, 6, 3, readout="sequence", n_steps=12).double()
+        net = rnn("sequence")
         cfg = compose(["model=rnn", "optim=am_adam", "dataset=synthetic", "optim.weight_iters=2", f"optim.fast={fast}"])
         am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
         g = torch.Generator().manual_seed(1)
         for _ in range(2):
-            am.step(torch.randn(32, 12, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g))
+            am.step(*batch(g))
         results.append([p.detach().clone() for p in net.parameters()])
     for p, q in zip(*results):
         torch.testing.assert_close(p, q)
@@ -312,12 +324,12 @@ def test_the_closed_form_constraint_gradients_equal_autograd(mode, n_inputs):
     autograd on the same objective written in rows (update_weights' local term)."""
     torch.manual_seed(0)
     T = 12 // n_inputs
-    net = ElmanRNN(n_inputs, 6, 3, n_steps=T).double()
+    net = rnn(T=T, n_inputs=n_inputs)
     cfg = compose(["model=rnn", "optim=am_adam", f"mode={mode}", "dataset=synthetic"])
     am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(32, 12, generator=g, dtype=torch.float64)
-    c = net.encode(x) + 0.3 * torch.randn(32, T, 6, generator=g, dtype=torch.float64)  # codes off the forward pass
+    x = torch.randn(32, 12, generator=g, dtype=torch.float64).to(DEVICE)
+    c = net.encode(x) + 0.3 * torch.randn(32, T, 6, generator=g, dtype=torch.float64).to(DEVICE)  # codes off the forward pass
     mu, (B, d) = 0.05, (32, 6)
     h_prev = torch.cat([c.new_zeros(B, 1, d), torch.tanh(c[:, :-1])], dim=1)
     pred = net.drive(x) + h_prev @ net.W_h.T
@@ -345,14 +357,14 @@ def test_the_compiled_code_pass_equals_the_eager_one(readout):
     results = []
     for compiled in ("false", "true"):
         torch.manual_seed(0)
-        net = ElmanRNN(1, 6, 3, readout=readout, n_steps=12).double()
+        net = rnn(readout)
         cfg = compose(["model=rnn", "optim=am_adam", "mode=paper", "mu=additive", "dataset=synthetic",
                        f"optim.compile={compiled}", "optim.codes.iters=2"])
         am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
         g = torch.Generator().manual_seed(1)
         out, graphs = [], []
         for _ in range(2):
-            x, y = torch.randn(32, 12, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+            x, y = batch(g)
             out.append(am.step(x, y)[1])
             graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
         results.append((out, [p.detach().clone() for p in net.parameters()]))
@@ -391,3 +403,4 @@ def test_a_failed_compile_is_one_line_naming_the_fix(monkeypatch):
         am.step(torch.randn(8, 12), torch.randint(0, 3, (8,)))
     msg = str(e.value)
     assert "\n" not in msg and "No working C++ compiler" in msg and "optim.compile=false" in msg
+
