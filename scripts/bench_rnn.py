@@ -7,13 +7,15 @@
 For each read-out, interleaved in one process: one SGD step (BPTT through torch's fused
 nn.RNN), and one AM-Adam step three ways: the reference code pass (``optim.fast=false``:
 the read-out's and the successor's gradients apart, logits as rows), the fast pass (one
-fused gradient per code step, logits as (outputs, samples)), and the Jacobi variant
-(``optim.codes.order=jacobi``: every step at once), and the fast pass compiled
-(``optim.compile=true``). Median ms per step over ``--steps`` after one warm-up; the ratios
+fused gradient per code step, logits as (outputs, samples)), on CUDA that pass and the
+encoding replayed as captured CUDA graphs (``optim.cuda_graph``, the default there; "fast"
+is the same pass launched kernel by kernel), the Jacobi variant (``optim.codes.order=jacobi``:
+every step at once), and the fast pass compiled (``optim.compile=true``), on CUDA also its
+compiled kernels captured as a graph. Median ms per step over ``--steps`` after one warm-up; the ratios
 are to SGD's step. ``--code-iters K`` sets AM-Adam's code iterations (optim.codes.iters;
 default: the config's, which conf/tuned/am_adam_rnn_release.yaml sets to 1; the release's
 is 5). The warm-up's excess over the median is each way's one-off cost, for the compiled
-way its compile time: printed below the table.
+way its compile time, for the graphed one its capture: printed below the table.
 """
 from __future__ import annotations
 
@@ -29,7 +31,10 @@ from amtrain.optim import build_trainer
 from _args import check_choices, device_name, positive_int
 
 ALL_WAYS = {"sgd (BPTT)": ["optim=sgd"], "am_adam reference": ["optim=am_adam", "optim.fast=false"],
-            "am_adam fast": ["optim=am_adam"], "am_adam compiled": ["optim=am_adam", "optim.compile=true"],
+            "am_adam fast": ["optim=am_adam", "optim.cuda_graph=false"],
+            "am_adam graphed": ["optim=am_adam", "optim.cuda_graph=true"],
+            "am_adam compiled": ["optim=am_adam", "optim.compile=true", "optim.cuda_graph=false"],
+            "am_adam compiled graphed": ["optim=am_adam", "optim.compile=true", "optim.cuda_graph=true"],
             "am_adam jacobi": ["optim=am_adam", "optim.codes.order=jacobi"]}
 
 
@@ -46,7 +51,8 @@ def main(argv=None) -> None:
     p.add_argument("--no-compile", action="store_true", help="leave out the compiled ways (a compile: ~30 s with a cold cache)")
     a = p.parse_args(argv)
     check_choices(p, "--readouts", a.readouts.split(","), ["last", "sequence", "mean"])
-    WAYS = {w: o for w, o in ALL_WAYS.items() if not (a.no_compile and "optim.compile=true" in o)}
+    WAYS = {w: o for w, o in ALL_WAYS.items() if not (a.no_compile and "optim.compile=true" in o)
+            and not (a.device != "cuda" and "optim.cuda_graph=true" in o)}  # graphs: CUDA only
     am_extra = [] if a.code_iters is None else [f"optim.codes.iters={a.code_iters}"]
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -404,3 +404,53 @@ def test_a_failed_compile_is_one_line_naming_the_fix(monkeypatch):
     msg = str(e.value)
     assert "\n" not in msg and "No working C++ compiler" in msg and "optim.compile=false" in msg
 
+
+ON_CUDA = pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs: AMTRAIN_TEST_DEVICE=cuda on a GPU "
+                                                              "(scripts/device_check.sh)")
+
+
+@ON_CUDA
+@pytest.mark.parametrize("readout, mode, compiled", [(r, m, False) for r in READOUTS for m in ("paper", "release")]
+                         + [("sequence", "paper", True), ("last", "release", True)])
+def test_a_graphed_step_equals_an_eager_step(readout, mode, compiled):
+    """optim.cuda_graph: the encoding and the code pass replayed as captured graphs give the eager
+    steps' losses, outputs and weights (float64), mu moving between steps (paper mode: mu and every
+    scale are the graph's inputs) and a smaller last batch captured anew; with optim.compile, the
+    compiled time steps' kernels captured."""
+    if compiled and not _has_cxx_compiler():
+        pytest.skip("torch.compile needs a C compiler")
+    results = []
+    for graphed in ("false", "true"):
+        torch.manual_seed(0)
+        net = rnn(readout)
+        cfg = compose(["model=rnn", "optim=am_adam", f"mode={mode}", "mu=additive", "dataset=synthetic",
+                       f"optim.cuda_graph={graphed}", "optim.codes.iters=2", f"optim.compile={compiled}"])
+        am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+        g = torch.Generator().manual_seed(1)
+        out = [am.step(*batch(g, n=n)) for n in (32, 32, 32, 20)]
+        results.append((out, [p.detach().clone() for p in net.parameters()]))
+        if graphed == "true":
+            assert {k: p.captures for k, p in am.graphs.items()} == {"encode": 2, "codes": 2}  # batch 32, then 20
+        else:
+            assert am.graphs == {}
+    (out_e, w_e), (out_g, w_g) = results
+    for (loss_e, o_e), (loss_g, o_g) in zip(out_e, out_g):
+        torch.testing.assert_close(loss_g, loss_e)
+        torch.testing.assert_close(o_g, o_e)
+    for p, q in zip(w_g, w_e):
+        torch.testing.assert_close(p, q)
+
+
+def test_on_the_cpu_the_passes_stay_eager_and_a_checkpoint_drops_captured_graphs():
+    import pickle
+
+    torch.manual_seed(0)
+    net = ElmanRNN(1, 6, 3, readout="sequence", n_steps=12).double()
+    cfg = compose(["model=rnn", "optim=am_adam", "dataset=synthetic"])
+    am = build_trainer(cfg.optim, cfg.mu, cfg.mode, net)
+    assert am.cuda_graph  # the default: on where the tensors are on CUDA
+    am.step(*(t.cpu() for t in batch(torch.Generator().manual_seed(1))))
+    assert am.graphs == {}
+    am.graphs["codes"] = object()  # what a CUDA run holds: not picklable, and tied to its process
+    state = pickle.loads(pickle.dumps(am.__getstate__()))
+    assert state["graphs"] == {} and state["cuda_graph"] is True

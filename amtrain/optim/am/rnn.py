@@ -31,6 +31,7 @@ from amtrain.config import Mode
 from amtrain.errors import ConfigError
 from amtrain.models.rnn import ElmanRNN
 from amtrain.optim.base import Trainer, fused, make_step_lr
+from amtrain.optim.cuda_graph import GraphedPass
 from amtrain.optim.am.codes import solve_code
 from amtrain.optim.am.linear_bn import one_thread_if_small
 from amtrain.optim.am.mu import MuSchedule
@@ -162,15 +163,21 @@ class AMAdamRNN(Trainer):
         self.compile = bool(cfg.get("compile", False))
         if self.compile and not self.fast:
             raise ConfigError("optim.compile=true compiles the fast code pass: drop optim.fast=false, or the compile")
+        self.cuda_graph = bool(cfg.get("cuda_graph", True))
         self.code_step = compiled(code_step_columns) if self.compile else code_step_columns
+        self.graphs = {}  # the passes captured as CUDA graphs, by name (_graphed)
 
     def __getstate__(self) -> dict:
-        """For a checkpoint (amtrain.checkpoint): a compiled pass is rebuilt on load, not pickled."""
+        """For a checkpoint (amtrain.checkpoint): a compiled pass is rebuilt on load, a captured
+        graph recaptured, neither pickled."""
         state = dict(self.__dict__)
         state.pop("code_step")
+        state["graphs"] = {}
         return state
 
     def __setstate__(self, state: dict) -> None:
+        state.setdefault("cuda_graph", True)  # a checkpoint written before optim.cuda_graph
+        state.setdefault("graphs", {})
         self.__dict__.update(state)
         self.code_step = compiled(code_step_columns) if self.compile else code_step_columns
 
@@ -193,7 +200,7 @@ class AMAdamRNN(Trainer):
         net, mu = self.net, self.mu.value
         with torch.no_grad():
             u = net.drive_columns(x)
-            c0, h0 = net.encode_columns(u)  # Alg. 2.2 encodeInput, through time
+            c0, h0 = self._graphed("encode", net.encode_columns, u)(u)  # Alg. 2.2 encodeInput, through time
             zT = net.readout_columns(h0)
             output = zT.T
             loss = net.loss(output, y)
@@ -244,17 +251,23 @@ class AMAdamRNN(Trainer):
     def update_codes_columns(self, u, c0, y, mu, zT=None, h0=None, hidden: bool = False):
         """The same pass (optim.fast) on codes and drives (T, d, B), logits zT (outputs, B) and
         hidden states h0 = tanh(c0) where known: each step's problem solved on contiguous (d, B)
-        blocks by code_step_columns (compiled with optim.compile). Returns the codes, and with
-        ``hidden`` their tanh as well."""
-        net, (T, d, B) = self.net, c0.shape
-        solve = self._solver(mu)
+        blocks by code_step_columns (compiled with optim.compile, the whole pass replayed as one
+        CUDA graph with optim.cuda_graph). Returns the codes, and with ``hidden`` their tanh as well."""
+        net, (_, d, B) = self.net, c0.shape
         h0 = torch.tanh(c0) if h0 is None else h0
         zT = net.readout_columns(h0) if zT is None else zT
         targetT = net.loss_target(y, zT.dtype).T.contiguous()
         scale, scale_next = self._scales(y, mu, B, d)
         if self.compile:  # graph inputs, not constants: mu moves every mini-batch
-            scale, scale_next, solve["mu"] = (torch.tensor(v, dtype=c0.dtype, device=c0.device)
-                                              for v in (scale, scale_next, solve["mu"]))
+            scale, scale_next, mu = (torch.tensor(v, dtype=c0.dtype, device=c0.device) for v in (scale, scale_next, mu))
+        c, h = self._graphed("codes", self.code_pass, c0)(u, c0, h0, zT, targetT, scale, scale_next, mu)
+        return (c, h) if hidden else c
+
+    def code_pass(self, u, c0, h0, zT, targetT, scale, scale_next, mu):
+        """Alg. 2.2 through time on tensors (T, d, B): for t = T..1, step t's code problem given the
+        code above it, then the logits brought up to date. Returns the codes and their tanh."""
+        net, T = self.net, c0.shape[0]
+        solve = self._solver(mu)
         mu_t = solve.pop("mu")
         W_h = net.W_h.detach()
         r0 = torch.relu(h0)  # every step's read-out input at c^0
@@ -266,7 +279,17 @@ class AMAdamRNN(Trainer):
                 nxt = (u[t + 1], c[t + 1]) if t < T - 1 else (None, None)
                 c[t], h[t], zT = self.code_step(c0[t], zT, r0[t], W_t, targetT, scale, W_h, *nxt, scale_next, mu_t,
                                                 solve=solve)
-        return (c, h) if hidden else c
+        return c, h
+
+    def _graphed(self, name: str, fn, like: torch.Tensor):
+        """fn, or on CUDA (optim.cuda_graph) fn replayed as a captured graph that reads the network's
+        weights where they lie (amtrain.optim.cuda_graph); with optim.compile the graph holds the
+        compiled time steps' kernels."""
+        if not (self.cuda_graph and like.is_cuda):
+            return fn
+        if name not in self.graphs:
+            self.graphs[name] = GraphedPass(fn, reads=lambda: [p.detach() for p in self.net.parameters()])
+        return self.graphs[name]
 
     def _reference_grad(self, W_t, zT_rest, targetT, scale, nxt, mu):
         """The same gradient as code_grad, from readout_grad and step_grad apart (optim.fast=false)."""
