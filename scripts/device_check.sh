@@ -9,8 +9,9 @@
 #   4. one short seed-axis sweep end to end on CUDA (generated data), its folders checked;
 #   5. the wall time of a 5-seed sweep (MNIST-sized generated data) on the seed axis against
 #      a run per seed, twice each, alternated;
-#   6. the Elman RNN's step at T = 784 (bench_rnn.py, read-out `sequence`, eager): BPTT against
-#      AM-Adam's code passes, which the roadmap still lists as unmeasured on a GPU.
+#   6. the Elman RNN at T = 784: tests/test_rnn.py on the device, then the step (bench_rnn.py,
+#      eager and compiled): BPTT against AM-Adam's code passes, which the roadmap still lists
+#      as unmeasured on a GPU.
 # PARTS picks the parts (default all: "tests seeds sync sweep wall rnn"); the seed axis was
 # measured on 2026-12-04, so a later lease can run PARTS=rnn alone. Every table goes to $OUT
 # (default /tmp/device_check).
@@ -39,7 +40,7 @@ if [ -d .whl ] && ! "$PY" -c "import hydra" 2>/dev/null; then
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 if ! "$PY" -c "import amtrain.conf" 2>/dev/null; then  # amtrain itself (its configs ship as amtrain.conf)
-    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/amtrain .
+    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/amtrain .
     export PYTHONPATH=/tmp/amtrain${PYTHONPATH:+:$PYTHONPATH}
     # The checkout's amtrain/ (which lacks amtrain.conf: the configs are the top-level conf/)
     # would shadow the installed package from here, so work from a copy without it.
@@ -48,11 +49,11 @@ if ! "$PY" -c "import amtrain.conf" 2>/dev/null; then  # amtrain itself (its con
 fi
 if [ -n "${QUICK:-}" ]; then
     STEPS=2; WARM=1; ROUNDS=1; MODELS="mlp_2x100"; TESTS="three_stacked and mlp_2x100 and release-False"
-    WALL_N=2000; WALL_EPOCHS=1; WORKERS=2; RNN="--steps 1 --batch 32"
+    WALL_N=2000; WALL_EPOCHS=1; WORKERS=2; RNN="--steps 1 --batch 32"; RNN_COMPILE_S=${RNN_COMPILE_S:-120}; RNN_N=2048
 else
     STEPS=100; WARM=10; ROUNDS=5; MODELS="mlp_2x100 mlp_2x500 higgs_mlp binary_mlp lenet5"
     TESTS="three_stacked or stacked_forward"
-    WALL_N=60000; WALL_EPOCHS=2; WORKERS=8; RNN="--steps 3"
+    WALL_N=60000; WALL_EPOCHS=2; WORKERS=8; RNN="--steps 5"; RNN_N=20480
 fi
 PARTS=" ${PARTS:-tests seeds sync sweep wall rnn} "
 wants() { case "$PARTS" in *" $1 "*) return 0 ;; esac; return 1; }
@@ -116,9 +117,31 @@ if wants wall; then
     done | tee "$OUT/wall.txt"
 fi
 
-# 6. the RNN at T = 784: BPTT against AM-Adam's code passes (eager; --no-compile keeps Triton's
-# compile time out of a short lease)
+# 6. the RNN at T = 784: its closed forms and the fast, reference, compiled and graphed passes
+# equal on the device (float64, tests/test_rnn.py, tests/test_cuda_graph.py); the step, BPTT
+# against AM-Adam's code passes, at Figure 6's K = 1 and the release's K = 5, eager and as CUDA
+# graphs, and compiled (RNN_COMPILE_S=0 leaves that out; a timeout keeps a slow compile from
+# eating the lease); then one epoch of each method through the CLI (generated 784-step data)
 if wants rnn; then
-    "$PY" scripts/bench_rnn.py --device "$DEVICE" --readouts sequence --no-compile $RNN | tee "$OUT/rnn.md"
+    AMTRAIN_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" --dist load \
+        tests/test_rnn.py tests/test_cuda_graph.py 2>&1 | grep -v -e PytestBenchmarkWarning -e 'warner(' \
+        >"$OUT/rnn_tests.txt"
+    tail -8 "$OUT/rnn_tests.txt"
+    "$PY" scripts/bench_rnn.py --device "$DEVICE" --readouts sequence,last --no-compile $RNN | tee "$OUT/rnn.md"
+    "$PY" scripts/bench_rnn.py --device "$DEVICE" --readouts sequence --no-compile --code-iters 5 $RNN \
+        | tee "$OUT/rnn_k5.md"
+    if [ "${RNN_COMPILE_S:-240}" != 0 ]; then
+        timeout "${RNN_COMPILE_S:-240}" "$PY" scripts/bench_rnn.py --device "$DEVICE" --readouts sequence $RNN 2>&1 \
+            | tee "$OUT/rnn_compiled.md"
+    fi
+    for optim in am_adam sgd; do
+        R=/tmp/device_check_rnn_$optim
+        rm -rf "$R"
+        "$PY" -m amtrain dataset=synthetic dataset.n_features=784 dataset.n_train=$RNN_N dataset.n_test=2048 \
+            model=rnn model.readout=sequence optim=$optim batch_size=1024 epochs=1 progress=false \
+            device="$DEVICE" hydra.run.dir="$R" >"$OUT/rnn_run_$optim.log" 2>&1
+        echo "$optim, 1 epoch of $RNN_N sequences (T = 784): exit $?, $(test -f "$R/DONE" && echo DONE)," \
+            "$(tail -1 "$R/train.log")"
+    done | tee "$OUT/rnn_run.txt"
 fi
 echo "device_check: all done; tables in $OUT"
