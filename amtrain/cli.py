@@ -251,6 +251,9 @@ def _multirun(argv: List[str], overrides: List[str], cfg_only: bool) -> int:
         print(sweep.preview(the_plan))
         return 0
     ensure_writable(the_plan.sweep_dir, "sweep folder", "choose another name= or hydra.sweep.dir")
+    mixed = sweep.finished_on_other_data(the_plan)
+    if mixed:  # refused before any job runs, as reproduce.py's look-ahead does
+        raise ConfigError(mixed)
     token = sweep.new_token()
     os.environ[sweep.TOKEN_ENV] = token
     sweep.write_groups(the_plan, token)  # the jobs that train together on a seed axis

@@ -224,6 +224,27 @@ def other_data(job: Job) -> Optional[str]:
     return f"{OTHER_DATA} ({then[:8]} then, {now[:8]} now)"
 
 
+def finished_on_other_data(the_plan: Plan) -> Optional[str]:
+    """One line when this sweep would run jobs beside finished ones (which it skips) that read
+    other data than the dataset's files hold now: the new runs would read the new files and be
+    averaged or compared with the old (aggregate.py refuses seeds of one configuration that read
+    two datasets, but only after the sweep has spent its time). None otherwise; a sweep with
+    nothing left to run loads no data to check."""
+    from amtrain.rundir import DONE
+
+    finished = [job for job in the_plan.jobs if job.cfg.resume and (job.dir / DONE).exists()]
+    if len(finished) == len(the_plan.jobs):
+        return None
+    moved = [(job, why) for job in finished for why in [other_data(job)] if why]
+    if not moved:
+        return None
+    job, why = moved[0]  # why: "on other data (<then> then, <now> now)"
+    return (f"{plural(len(moved), 'finished job')} of this sweep read other data than the dataset's files hold now "
+            f"(the first, {_short(job.dir)}: {why[len(OTHER_DATA) + 2:-1]}): the jobs still to run would read "
+            "these files and be averaged with them; point AMTRAIN_DATA (or dataset.root) back at the files they "
+            "read, or redo them with resume=false; `--cfg job` lists them")
+
+
 def preview(the_plan: Plan) -> str:
     """What ``amtrain -m ... --cfg job`` prints: each job's folder, what running the sweep now
     would do with it (:func:`folder_state`) and its seed group, if any. Runs and writes nothing."""

@@ -98,7 +98,23 @@ def test_folder_state_says_what_a_job_would_do_with_its_folder_and_writes_nothin
     metrics = jobs[0].dir / "metrics.csv"
     rows = pd.read_csv(metrics, dtype={"data": str})
     metrics.write_text(rows.assign(data="0123456789abcdef").to_csv(index=False))
-    assert sweep.folder_state(jobs[0]) == ("finished", f"on other data (01234567 then, {rows.data.iloc[0][:8]} now)")
+    now = rows.data.iloc[0][:8]
+    assert sweep.folder_state(jobs[0]) == ("finished", f"on other data (01234567 then, {now} now)")
+    # a sweep that would run jobs beside it is refused before any runs: the new runs would read
+    # these files and be averaged with the old one
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").rglob("*")}
+    r = amtrain("-m", *args, "seed=0,1,2,3,4", cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert r.stderr.strip() == (
+        f"amtrain: error: 1 finished job of this sweep read other data than the dataset's files hold now (the first, "
+        f"sw/{jobs[0].dir.name}: 01234567 then, {now} now): the jobs still to run would read these files and be averaged "
+        "with them; point AMTRAIN_DATA (or dataset.root) back at the files they read, or redo them with "
+        "resume=false; `--cfg job` lists them"), r.stderr
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").rglob("*")} == before
+    assert not (tmp_path / "sw" / "optim=sgd,seed=4").exists()
+    # nothing to run beside it (the finished jobs are only skipped), or every job redone: no refusal
+    assert sweep.finished_on_other_data(sweep.plan([*args, "seed=0"], compose_checked)) is None
+    assert sweep.finished_on_other_data(sweep.plan([*args, "seed=0,4", "resume=false"], compose_checked)) is None
 
 
 @pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
