@@ -118,13 +118,15 @@ if wants wall; then
 fi
 
 # 6. the RNN at T = 784: its closed forms and the fast, reference, compiled and graphed passes
-# equal on the device (float64, tests/test_rnn.py, tests/test_cuda_graph.py); the step, BPTT
+# equal on the device (float64, tests/test_rnn.py, tests/test_cuda_graph.py), and a run stopped
+# and resumed from its checkpoint equal to an unstopped one (test_checkpoint.py); the step, BPTT
 # against AM-Adam's code passes, at Figure 6's K = 1 and the release's K = 5, eager and as CUDA
 # graphs, and compiled (RNN_COMPILE_S=0 leaves that out; a timeout keeps a slow compile from
 # eating the lease); then one epoch of each method through the CLI (generated 784-step data)
 if wants rnn; then
     AMTRAIN_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" --dist load \
-        tests/test_rnn.py tests/test_cuda_graph.py 2>&1 | grep -v -e PytestBenchmarkWarning -e 'warner(' \
+        tests/test_rnn.py tests/test_cuda_graph.py "tests/test_checkpoint.py::test_a_stopped_run_goes_on_to_the_numbers_of_an_unstopped_one[am_adam_rnn]" \
+        2>&1 | grep -v -e PytestBenchmarkWarning -e 'warner(' \
         >"$OUT/rnn_tests.txt"
     tail -8 "$OUT/rnn_tests.txt"
     "$PY" scripts/bench_rnn.py --device "$DEVICE" --readouts sequence,last --no-compile $RNN | tee "$OUT/rnn.md"
