@@ -234,8 +234,9 @@ class AMAdamConfig(OptimConfig):
     weight_iters: int = key(1, "Adam steps per layer per mini-batch", ge=1)
     compile: bool = key(False, "model=rnn: each time step's code solve compiled with torch.compile (needs a C++ "
                                "compiler on the CPU; about 30 s per process to compile with a cold cache, docs/rnn.md)")
-    cuda_graph: bool = key(True, "model=rnn on CUDA: the encoding and the code pass each replayed as one captured CUDA "
-                                 "graph, not T launches a kernel (with optim.compile, of the compiled kernels; ignored on the CPU; docs/rnn.md)")
+    cuda_graph: bool = key(True, "model=rnn on CUDA: replay the encoding and the code pass each as one captured CUDA "
+                                 "graph rather than launch their thousands of small kernels one by one from Python "
+                                 "(with optim.compile, its compiled kernels; ignored on the CPU; docs/rnn.md)")
     schedule: LRScheduleConfig = key(LRScheduleConfig(step_epochs=8), "step-size schedule (the release halves every 8 epochs)")
 
 
