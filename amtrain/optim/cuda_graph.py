@@ -7,8 +7,9 @@ one from Python. On a GPU the launches, not the arithmetic, set its time: on an 
 device walking the graph (``torch.cuda.CUDAGraph``).
 
 :class:`GraphedPass` wraps a function of tensors (and Python numbers) whose kernels do not
-depend on their values: no host sync, no data-dependent control flow. The first call with a
-new signature (shapes, dtypes, the number arguments' positions) runs the function once on
+depend on their values: no host sync, no data-dependent control flow, no gradient (it runs
+under ``torch.no_grad``), its arguments left as they are. The first call with a
+new signature (shapes, dtypes, devices, the number arguments' positions) runs the function once on
 a side stream, which does the lazy set-up (cuBLAS handles, workspaces) outside the capture,
 then captures it on static copies of the arguments. Each call copies its arguments into
 those buffers (numbers with ``fill_``, no transfer from the host), replays, and returns
@@ -18,8 +19,8 @@ the numbers enter as 0-d tensors rather than constants (tests/test_rnn.py holds 
 to float64 tolerance on a device).
 
 Tensors the function reads that are not arguments (a network's weights) are read where
-they lie at capture: ``reads()`` names them, and a call finds them moved (a new parameter,
-a resumed checkpoint) recaptures rather than read freed memory. Optimizers update
+they lie at capture: ``reads()`` names them, and a call that finds them moved (a new
+parameter, a resumed checkpoint) recaptures rather than read freed memory. Optimizers update
 parameters in place, so a step's weights are read as they are.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ class GraphedPass:
 
     def __call__(self, *args):
         tensors = [a for a in args if torch.is_tensor(a)]
-        key = tuple((tuple(a.shape), a.dtype) if torch.is_tensor(a) else "number" for a in args)
+        key = tuple((tuple(a.shape), a.dtype, a.device) if torch.is_tensor(a) else "number" for a in args)
         where = tuple(t.data_ptr() for t in self.reads())
         entry = self.graphs.get(key)
         if entry is None or entry[0] != where:
@@ -53,11 +54,11 @@ class GraphedPass:
                   for a in args]
         side = torch.cuda.Stream(device=like.device)
         side.wait_stream(torch.cuda.current_stream(like.device))
-        with torch.cuda.stream(side):
+        with torch.no_grad(), torch.cuda.stream(side):
             self.fn(*static)  # lazy initialisation outside the capture
         torch.cuda.current_stream(like.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.no_grad(), torch.cuda.graph(graph):
             outputs = self.fn(*static)
         self.captures += 1
         return graph, static, tuple(outputs)
