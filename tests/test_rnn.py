@@ -29,6 +29,16 @@ def batch(g, T=12, n=32):
             torch.randint(0, 3, (n,), generator=g).to(DEVICE))
 
 
+def assert_same_run(a, b):
+    """Two runs, each (the steps' (loss, output) pairs, the final weights), equal to float tolerance."""
+    (out_a, w_a), (out_b, w_b) = a, b
+    for (loss_a, o_a), (loss_b, o_b) in zip(out_a, out_b, strict=True):
+        torch.testing.assert_close(loss_a, loss_b)
+        torch.testing.assert_close(o_a, o_b)
+    for p, q in zip(w_a, w_b, strict=True):
+        torch.testing.assert_close(p, q)
+
+
 def setup(mode="paper", seed=0, T=12, d=6, readout="last"):
     torch.manual_seed(seed)
     net = rnn(readout, T, d=d)
@@ -292,12 +302,7 @@ def test_a_fast_step_equals_a_reference_step(readout, mode):
             x, y = batch(g)
             out.append(am.step(x, y))
         results.append((out, [p.detach().clone() for p in net.parameters()]))
-    (out_f, w_f), (out_r, w_r) = results
-    for (loss_f, o_f), (loss_r, o_r) in zip(out_f, out_r):
-        torch.testing.assert_close(loss_f, loss_r)
-        torch.testing.assert_close(o_f, o_r)
-    for p, q in zip(w_f, w_r):
-        torch.testing.assert_close(p, q)
+    assert_same_run(*results)
 
 
 def test_a_fast_step_with_several_weight_steps_equals_the_reference():
@@ -433,12 +438,7 @@ def test_a_graphed_step_equals_an_eager_step(readout, mode, compiled):
             assert {k: p.captures for k, p in am.graphs.items()} == {"encode": 2, "codes": 2}  # batch 32, then 20
         else:
             assert am.graphs == {}
-    (out_e, w_e), (out_g, w_g) = results
-    for (loss_e, o_e), (loss_g, o_g) in zip(out_e, out_g):
-        torch.testing.assert_close(loss_g, loss_e)
-        torch.testing.assert_close(o_g, o_e)
-    for p, q in zip(w_g, w_e):
-        torch.testing.assert_close(p, q)
+    assert_same_run(*results)
 
 
 def test_on_the_cpu_the_passes_stay_eager_and_a_checkpoint_drops_captured_graphs():
