@@ -204,7 +204,7 @@ def test_gradient_clipping_bounds_the_sgd_step():
 @pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("mode", [Mode.paper, Mode.release])
 def test_the_fused_code_gradient_equals_the_readout_and_step_gradients(readout, mode):
-    from amtrain.optim.am.rnn import code_grad
+    from amtrain.optim.am.rnn import code_grad, scaled_back
 
     net, _, x, y = setup(readout=readout)
     u, c = net.drive(x).detach(), net.encode(x)
@@ -223,9 +223,30 @@ def test_the_fused_code_gradient_equals_the_readout_and_step_gradients(readout, 
         if nxt[0] is not None:
             expected = expected + step_grad(net, *nxt, mu, mode)(c[:, t] + 0.05)
         cols = lambda a: None if a is None else a.T.contiguous()  # noqa: E731 (the fast pass's (features, B) layout)
-        got = code_grad(W_t, cols(z_rest), cols(target), readout_scale(y, mu, mode), net.W_h.detach(),
-                        *map(cols, nxt), scale_next)(cols(c[:, t] + 0.05))
-        torch.testing.assert_close(got.T, expected)
+        W_h = net.W_h.detach()
+        W_t_back = None if W_t is None else scaled_back(W_t, readout_scale(y, mu, mode))
+        at = cols(c[:, t] + 0.05)
+        got = code_grad(W_t, W_t_back, cols(z_rest), cols(target), W_h, scaled_back(W_h, scale_next),
+                        *map(cols, nxt))
+        torch.testing.assert_close(got(at).T, expected)
+        # the solve's first call at c^0 takes its tanh and relu from the encoding: the same gradient
+        h = torch.tanh(at)
+        first = code_grad(W_t, W_t_back, cols(z_rest), cols(target), W_h, scaled_back(W_h, scale_next),
+                          *map(cols, nxt), start=(h, torch.relu(h)))
+        torch.testing.assert_close(first(at).T, expected)
+        torch.testing.assert_close(first(at).T, expected)  # and the second call computes them
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+def test_the_step_weight_table_holds_every_steps_readout_weights(readout):
+    net = rnn(readout)
+    table, row = net.step_weight_table(12)
+    assert table.is_contiguous() and len(row) == 12
+    for t in range(12):
+        W_t = net.step_weights(t, 12)
+        assert (row[t] is None) == (W_t is None)
+        if W_t is not None:
+            torch.testing.assert_close(table[row[t]], W_t, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("readout", READOUTS)

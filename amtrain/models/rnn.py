@@ -90,6 +90,17 @@ class ElmanRNN(Classifier):
             return W / T
         return W[:, t * self.hidden:(t + 1) * self.hidden]
 
+    def step_weight_table(self, T: int):
+        """Every step's W_o(t) made at once: a contiguous table (k, n_out, d) and, for each t, the row
+        of the table that is W_o(t), or None where step t does not reach the read-out. sequence: W_o's
+        T blocks (k = T); mean: W_o / T for every step (k = 1); last: W_o at t = T-1 only (k = 1)."""
+        W = self.head.weight
+        if self.readout_kind == "sequence":
+            return W.view(W.shape[0], T, self.hidden).transpose(0, 1).contiguous(), list(range(T))
+        if self.readout_kind == "mean":
+            return (W / T)[None], [0] * T
+        return W[None].contiguous(), [None] * (T - 1) + [0]
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """All codes c_1..c_T (B, T, d) of a forward pass: the time loop, batched over samples."""

@@ -61,7 +61,13 @@ def readout_grad(net: ElmanRNN, W_t, z_rest, target, scale: float):
     return grad
 
 
-def code_grad(W_t, zT_rest, targetT, scale: float, W_h, u_next, c_next, scale_next: float):
+def scaled_back(W, scale):
+    """(scale W)^T, contiguous (batched over a leading axis): a backward through W with a loss's
+    factor folded in, which is linear in its upstream gradient."""
+    return (W * scale).transpose(-1, -2).contiguous()
+
+
+def code_grad(W_t, W_t_back, zT_rest, targetT, W_h, W_h_back, u_next, c_next, start=None):
     """The gradient of step t's whole data term (the read-out's loss where W_t is given, its
     successor's constraint where u_next is), with tanh(c) computed once. The same numbers as
     readout_grad + step_grad (a test), in the fast pass's layout: every array is a (features,
@@ -71,20 +77,24 @@ def code_grad(W_t, zT_rest, targetT, scale: float, W_h, u_next, c_next, scale_ne
     10 x 15 product 12 us against 62 us), and a softmax over 10 classes about 20 times faster
     along the leading dimension.
 
-    Built once per time step and called K times, so what does not depend on c is done here:
-    the scales folded into copies of W_t and W_h (each backward is linear in its upstream
-    gradient) and the successor's constant part u_{t+1} - c*_{t+1}. A call is then 11 tensor
-    operations; at T = 784 and K = 5 a pass makes 3,920 calls on 15 x 1024 arrays, so their
-    number, not their arithmetic, sets its time."""
-    W_t_back = None if W_t is None else (W_t * scale).T.contiguous()  # (d, outputs)
-    if u_next is not None:
-        W_h_back, rest_next = (W_h * scale_next).T.contiguous(), u_next - c_next
+    Built once per time step and called K times, so what does not depend on c is done before:
+    the loss's factors folded into W_t_back = scaled_back(W_t, scale) and W_h_back =
+    scaled_back(W_h, scale_next), made once per pass for every step, and the successor's constant
+    part u_{t+1} - c*_{t+1}, here. ``start``: (tanh(c^0_t), relu(tanh(c^0_t))) from the encoding;
+    the solve's first call is at c = c^0_t, so it takes them rather than compute them again. A call
+    is then 11 tensor operations (the first 9); at T = 784 a pass makes T K calls on 15 x 1024
+    arrays, so their number, not their arithmetic, sets its time."""
+    rest_next = None if u_next is None else u_next - c_next
+    first = [start]
 
     def grad(c):
-        h = torch.tanh(c)
+        if first[0] is not None:  # c is still c^0_t
+            (h, r), first[0] = first[0], None
+        else:
+            h, r = torch.tanh(c), None
         g = None
         if W_t is not None:
-            zT = torch.addmm(zT_rest, W_t, torch.relu(h))
+            zT = torch.addmm(zT_rest, W_t, torch.relu(h) if r is None else r)
             p = torch.sigmoid(zT) if zT.shape[0] == 1 else torch.softmax(zT, dim=0)
             g = torch.ops.aten.threshold_backward(torch.mm(W_t_back, p.sub_(targetT)), h, 0)  # where h > 0
         if u_next is not None:
@@ -95,15 +105,17 @@ def code_grad(W_t, zT_rest, targetT, scale: float, W_h, u_next, c_next, scale_ne
     return grad
 
 
-def code_step_columns(c0_t, zT, r0_t, W_t, targetT, scale, W_h, u_next, c_next, scale_next, mu, *, solve: dict):
+def code_step_columns(c0_t, h0_t, r0_t, zT, W_t, W_t_back, targetT, W_h, W_h_back, u_next, c_next, mu, *,
+                      solve: dict):
     """Step t of the fast pass whole: the logits without step t, the code solve (K Nesterov steps on
-    code_grad), and the logits with the new code. Returns c_t, h_t = tanh(c_t) (kept for the weight
-    step) and the logits. A function of tensors only (the scalars may be 0-d tensors), so that
-    ``optim.compile`` can hand it to torch.compile whole: one graph for all T steps, its
-    element-wise work fused between the products."""
+    code_grad, from c^0_t, whose tanh h0_t and its relu r0_t the encoding made), and the logits with
+    the new code. Returns c_t, h_t = tanh(c_t) (kept for the weight step) and the logits. A function
+    of tensors only (mu may be a 0-d tensor), so that ``optim.compile`` can hand it to torch.compile
+    whole: one graph for all T steps, its element-wise work fused between the products."""
     zT_rest = None if W_t is None else torch.addmm(zT, W_t, r0_t, alpha=-1.0)  # the logits without step t
     c = solve_code(c0_t, None, mu=mu, **solve,
-                   data_grad=code_grad(W_t, zT_rest, targetT, scale, W_h, u_next, c_next, scale_next))
+                   data_grad=code_grad(W_t, W_t_back, zT_rest, targetT, W_h, W_h_back, u_next, c_next,
+                                       start=(h0_t, r0_t)))
     h = torch.tanh(c)
     return c, h, (zT if W_t is None else torch.addmm(zT_rest, W_t, torch.relu(h)))  # the logits with the new c_t
 
@@ -270,14 +282,18 @@ class AMAdamRNN(Trainer):
         solve = self._solver(mu)
         mu_t = solve.pop("mu")
         W_h = net.W_h.detach()
+        W_h_back = scaled_back(W_h, scale_next)  # the same for every step
+        table, row = net.step_weight_table(T)  # every step's W_o(t), and its backward, made once
+        table = table.detach()
+        backs = scaled_back(table, scale)
         r0 = torch.relu(h0)  # every step's read-out input at c^0
         c, h = c0.clone(), torch.empty_like(c0)
         with one_thread_if_small(c0[0]):  # T x K small steps: a thread pool's fork costs more than it saves
             for t in reversed(range(T)):
-                W_t = net.step_weights(t, T)
-                W_t = None if W_t is None else W_t.detach().contiguous()
-                nxt = (u[t + 1], c[t + 1]) if t < T - 1 else (None, None)
-                c[t], h[t], zT = self.code_step(c0[t], zT, r0[t], W_t, targetT, scale, W_h, *nxt, scale_next, mu_t,
+                k = row[t]
+                W_t, W_t_back = (None, None) if k is None else (table[k], backs[k])
+                nxt = (W_h_back, u[t + 1], c[t + 1]) if t < T - 1 else (None, None, None)
+                c[t], h[t], zT = self.code_step(c0[t], h0[t], r0[t], zT, W_t, W_t_back, targetT, W_h, *nxt, mu_t,
                                                 solve=solve)
         return c, h
 
