@@ -31,6 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from amtrain import sweep
+from amtrain.allocator import keep_freed_memory
 from amtrain.config import OPTIONAL_GROUPS, REQUIRED_GROUPS, register_configs, validate
 from amtrain.errors import AmtrainError, ConfigError, Interrupted
 from amtrain.provenance import other_code
@@ -179,8 +180,12 @@ def hydra_files(cfg: DictConfig, hc: dict) -> dict:
 
 
 def set_threads(cfg: DictConfig, hc) -> None:
-    """torch threads for this job: ``threads``, else the share of the cores a parallel launcher gives it."""
+    """torch threads for this job: ``threads``, else the share of the cores a parallel launcher gives it;
+    and glibc's malloc told to keep freed memory (``keep_freed_memory``, amtrain.allocator)."""
     import torch
+
+    if cfg.get("keep_freed_memory", True):
+        keep_freed_memory()
 
     n = cfg.threads
     if n is None and hc.mode == RunMode.MULTIRUN:

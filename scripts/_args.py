@@ -49,3 +49,18 @@ def check_choices(p: argparse.ArgumentParser, flag: str, given, allowed) -> None
     bad = [g for g in given if g not in allowed]
     if bad:
         p.error(f"argument {flag}: {', '.join(map(repr, bad))} not among: {', '.join(allowed)}")
+
+
+def add_malloc_flag(p: argparse.ArgumentParser) -> None:
+    """--keep-freed-memory {true,false}: what a run's keep_freed_memory does (amtrain.allocator), so
+    that a bench times the steps as training runs them."""
+    p.add_argument("--keep-freed-memory", choices=("true", "false"), default="true",
+                   help="glibc keeps large freed arrays for the next step, as a run's keep_freed_memory=true "
+                        "(default true)")
+
+
+def apply_malloc_flag(args) -> None:
+    if args.keep_freed_memory == "true":
+        from amtrain.allocator import keep_freed_memory
+
+        keep_freed_memory()

@@ -36,7 +36,7 @@ from amtrain.models import build_model
 from amtrain.models.stacked import stack
 from amtrain.optim import build_trainer
 from amtrain.optim.am import memory
-from _args import check_choices, device_name, nonnegative_int, positive_int
+from _args import add_malloc_flag, apply_malloc_flag, check_choices, device_name, nonnegative_int, positive_int
 
 ONLINE = ["adam", "sgd", "am_adam", "am_mem"]
 OFFLINE = ["am_adam_off", "am_mem_off", "admm"]
@@ -261,7 +261,8 @@ def bench_seeds(model, mode, device, steps, warmup, batch_size, counts, methods=
 def main_seeds(args):
     counts = [int(c) for c in args.seed_counts]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, mode={args.mode}, "
-          f"batch {args.batch_size} per seed, median of {args.steps} steps after {args.warmup} warm-up, interleaved")
+          f"keep_freed_memory={args.keep_freed_memory}, batch {args.batch_size} per seed, median of {args.steps} "
+          f"steps after {args.warmup} warm-up, interleaved")
     print("ms per seed-step: a step of S stacked copies / S; speed-up: one single-seed step / that\n")
     cols = " | ".join(f"S={S} ms/seed | x" for S in counts)
     print(f"| device | model | method | single ms | {cols} |")
@@ -344,6 +345,7 @@ def main():
     p.add_argument("--no-streams", action="store_true", help="skip the CUDA layer-concurrency measurement")
     p.add_argument("--no-floor", action="store_true", help="skip timing AM-mem's dense products alone")
     p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    add_malloc_flag(p)
     p.add_argument("--seeds", action="store_true", help="only the seed-axis table (S stacked copies per step)")
     p.add_argument("--seed-counts", nargs="+", type=positive_int, default=[1, 2, 5, 10],
                    help="the S of the --seeds table")
@@ -352,6 +354,7 @@ def main():
                         "loop); --seed-counts default to 1 5 here")
     p.add_argument("--rounds", type=positive_int, default=5, help="--sync: windows of --steps steps per way")
     args = p.parse_args()
+    apply_malloc_flag(args)
     check_choices(p, "--models", args.models, list(SEED_MODELS if args.seeds or args.sync else SHAPES))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -366,7 +369,8 @@ def main():
             args.models = list(SEED_MODELS)
         return main_seeds(args)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, mode={args.mode}, "
-          f"batch {args.batch_size}, median of {args.steps} steps after {args.warmup} warm-up, interleaved")
+          f"keep_freed_memory={args.keep_freed_memory}, batch {args.batch_size}, median of {args.steps} steps "
+          f"after {args.warmup} warm-up, interleaved")
     print(f"\n| device | model | {' | '.join(f'{m} ms/step' for m in ONLINE)} | {' | '.join(f'{m}/adam' for m in ONLINE[1:])} |")
     print("|" + "---|" * (2 + 2 * len(ONLINE) - 1))
     peaks = []

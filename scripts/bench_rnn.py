@@ -28,7 +28,7 @@ import torch
 from amtrain.cli import compose
 from amtrain.models import build_model
 from amtrain.optim import build_trainer
-from _args import check_choices, device_name, positive_int
+from _args import add_malloc_flag, apply_malloc_flag, check_choices, device_name, positive_int
 
 ALL_WAYS = {"sgd (BPTT)": ["optim=sgd"], "am_adam reference": ["optim=am_adam", "optim.fast=false"],
             "am_adam fast": ["optim=am_adam", "optim.cuda_graph=false"],
@@ -48,8 +48,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--code-iters", type=positive_int, default=None,
                    help="AM-Adam's code iterations K (optim.codes.iters)")
+    add_malloc_flag(p)
     p.add_argument("--no-compile", action="store_true", help="leave out the compiled ways (a compile: ~30 s with a cold cache)")
     a = p.parse_args(argv)
+    apply_malloc_flag(a)
     check_choices(p, "--readouts", a.readouts.split(","), ["last", "sequence", "mean"])
     WAYS = {w: o for w, o in ALL_WAYS.items() if not (a.no_compile and "optim.compile=true" in o)
             and not (a.device != "cuda" and "optim.cuda_graph=true" in o)}  # graphs: CUDA only
@@ -63,7 +65,8 @@ def main(argv=None) -> None:
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)  # noqa: E731
     K = compose(["model=rnn", "optim=am_adam", "dataset=mnist", *am_extra]).optim.codes.iters  # the tuned file's, or --code-iters
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.device}, T = 784, d = {a.hidden}, "
-          f"batch {a.batch}, AM-Adam K = {K}; median ms per step of {a.steps} after one warm-up, interleaved")
+          f"batch {a.batch}, AM-Adam K = {K}, keep_freed_memory={a.keep_freed_memory}; median ms per step of "
+          f"{a.steps} after one warm-up, interleaved")
     print("| read-out | " + " | ".join(WAYS) + " | " + " | ".join(f"{w} / sgd" for w in list(WAYS)[1:]) + " |")
     print("|---|" + "---|" * (2 * len(WAYS) - 1))
     warmups = []

@@ -65,7 +65,7 @@ def test_bench_rnn_prints_bptt_and_the_three_code_passes():
         [sys.executable, str(REPO / "scripts" / "bench_rnn.py"), "--steps", "1", "--batch", "8", "--hidden", "4",
          "--readouts", "last,sequence", "--no-compile", "--code-iters", "2"], capture_output=True, text=True,
         timeout=600, check=True).stdout
-    assert "AM-Adam K = 2;" in out, out
+    assert "AM-Adam K = 2, keep_freed_memory=true;" in out, out
     for readout in ("last", "sequence"):
         assert re.search(rf"\| {readout} \|( \d+ \|){{4}}( \d+\.\d+ \|){{3}}", out), out
         assert re.search(rf"{readout}: sgd \(BPTT\) -?\d+\.\d s, am_adam reference", out), out
@@ -76,6 +76,7 @@ def test_bench_rnn_prints_bptt_and_the_three_code_passes():
     ("bench.py", ["--seeds", "--seed-counts", "1", "0"], "argument --seed-counts: 0 is below 1"),
     ("bench.py", ["--devices", "tpu"], "argument --devices: 'tpu': choose cpu or cuda"),
     ("bench_rnn.py", ["--readouts", "last,first"], "argument --readouts: 'first' not among: last, sequence, mean"),
+    ("bench_rnn.py", ["--keep-freed-memory", "maybe"], "argument --keep-freed-memory: invalid choice: 'maybe'"),
     ("bench_sweep.py", ["--optims", "sgd,sgdd"], "argument --optims: 'sgdd' not among: adam,"),
     ("bench_family.py", ["--only", "bcd:mlp_9"], "argument --only (model): 'mlp_9' not among: binary_mlp,"),
     ("bench_higgs.py", ["--rows", "many"], "argument --rows: 'many' is not a whole number"),
