@@ -75,7 +75,7 @@ def main(argv=None) -> None:
                 job = statistics.median(per_job[way])
                 rows.append((optim, way, job, job / base, statistics.median(walls[way])))
     print(f"{n} cores, {a.rounds} rounds, 2 jobs of {a.train} samples (batch 200) per sweep; medians")
-    print(f"| method | how | s per job (training) | vs serial | s per sweep (wall) |")
+    print("| method | how | s per job (training) | vs serial | s per sweep (wall) |")
     print("|---|---|---|---|---|")
     for optim, way, job, ratio, wall in rows:
         print(f"| {optim} | {way} | {job:.2f} | {ratio:.2f} | {wall:.1f} |")

@@ -29,7 +29,6 @@ import pytest
 from amtrain.cli import command as amtrain_cmd, compose_checked
 from amtrain.errors import ConfigError
 from amtrain.data import fake
-from conftest import TINY
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 SWEEP = ["dataset=synthetic", "dataset.n_train=600", "dataset.n_test=300", "device=cpu", "progress=false",

@@ -394,7 +394,7 @@ class AMAdamRNN(Trainer):
         has no W_h term). Every sum over t and the samples is one batched product. ``u``: the drives
         W_x x_t + b (T, d, B) at the current weights where the caller has them (the step's encoding),
         which spares recomputing them (23 ms of a 1024-sample step at T = 784 on our CPU)."""
-        net, (T, d, B) = self.net, c.shape
+        net, (_, d, B) = self.net, c.shape
         r = (net.drive_columns(x) if u is None else u).sub(c)  # pred_t - c_t, the W_h term still to add
         r[1:].add_(torch.matmul(net.W_h.detach(), h[:-1]))
         r.mul_(2.0 * mu / B if self.mode == Mode.paper else 2.0 / (B * d))
