@@ -63,6 +63,20 @@ def test_split_forward_through_time_equals_the_fused_rnn(readout):
 
 
 @pytest.mark.parametrize("readout", READOUTS)
+def test_the_evaluation_forward_equals_the_training_one_and_pool_leaves_its_input(readout):
+    """Without autograd the forward takes relu of its own hidden states in place; the values are
+    the same, and pool() called on someone else's states does not touch them."""
+    net, _, x, _ = setup(readout=readout)
+    with torch.no_grad():
+        evaluated = net(x)
+        h, _ = net.rnn(net.sequence(x))
+        before = h.clone()
+        net.pool(h)
+    assert torch.equal(h, before)
+    assert torch.equal(evaluated, net(x).detach())
+
+
+@pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("mode", [Mode.paper, Mode.release])
 def test_closed_form_readout_gradient_equals_autograd(readout, mode):
     net, _, x, y = setup(readout=readout)

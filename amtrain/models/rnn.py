@@ -63,18 +63,18 @@ class ElmanRNN(Classifier):
         r = self.rnn
         return torch.nn.functional.linear(self.sequence(x), r.weight_ih_l0, r.bias_ih_l0 + r.bias_hh_l0)
 
-    def pool(self, h: torch.Tensor) -> torch.Tensor:
-        """P(relu(h_1), ..., relu(h_T)) for hidden states h (B, T, d)."""
-        r = torch.relu(h)
+    def pool(self, h: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+        """P(relu(h_1), ..., relu(h_T)) for hidden states h (B, T, d). ``in_place``: h is the caller's
+        own temporary, so the relu may overwrite it (evaluation: at T = 784 a copy of 10,000
+        images' states is 470 MB, a quarter of the evaluation's time on our CPU)."""
         if self.readout_kind == "last":
-            return r[:, -1]
-        if self.readout_kind == "mean":
-            return r.mean(dim=1)
-        return r.flatten(1)
+            return torch.relu(h[:, -1])
+        r = h.relu_() if in_place else torch.relu(h)
+        return r.mean(dim=1) if self.readout_kind == "mean" else r.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.rnn(self.sequence(x))
-        return self.head(self.pool(h))
+        return self.head(self.pool(h, in_place=not torch.is_grad_enabled()))  # no autograd: nothing needs h
 
     def readout(self, c: torch.Tensor) -> torch.Tensor:
         """The prediction from all codes c (B, T, d): W_o P(relu(tanh(c))) + b_o."""
