@@ -51,7 +51,7 @@ KEYS = ["dataset", "model", "optim", "mode", "variant", "split", "metric", "step
 # folder is where it was; its name is which file (HIGGS.h5 or HIGGS-subset.h5): dataset.path
 # counts by its name only.
 HOW_RUN = ("seed", "dataset.root", "dataset.path", "progress", "device", "threads", "resume", "seeds_per_process",
-           "checkpoint.every_minutes")
+           "checkpoint.every_minutes", "keep_freed_memory")
 
 
 class NoRuns(SystemExit):

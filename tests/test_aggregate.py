@@ -182,10 +182,12 @@ def final_test_acc(make_cfg, tmp_path, overrides_by_seed):
 
 
 def test_seeds_run_with_other_threads_or_seed_batching_are_one_cell(make_cfg, tmp_path):
-    """threads and seeds_per_process say how a run was executed, not what it computes: a cell
-    whose seeds ran under different values of them (two sweeps at once, a rerun) is one cell."""
+    """threads, seeds_per_process and keep_freed_memory say how a run was executed, not what it
+    computes: a cell whose seeds ran under different values of them (two sweeps at once, a rerun)
+    is one cell."""
     agg, final = final_test_acc(make_cfg, tmp_path, {0: ["optim=sgd", "threads=1"],
-                                                     1: ["optim=sgd", "seeds_per_process=1"], 2: ["optim=sgd"]})
+                                                     1: ["optim=sgd", "seeds_per_process=1"],
+                                                     2: ["optim=sgd", "keep_freed_memory=false"]})
     assert len(final) == 1 and final.n_seeds.iloc[0] == 3 and final.seeds.iloc[0] == "0 1 2"
     assert final.overrides.iloc[0] == "optim=sgd"
 
