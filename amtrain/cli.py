@@ -153,9 +153,9 @@ def hydra_main(cfg: DictConfig) -> Optional[float]:
             return hydra_files(member_cfg, node)
 
         sweep.run_job(_train, cfg, out_dir, Path(hc.sweep.dir).absolute(), extra, files_for,
-                      setup=lambda: set_threads(cfg, hc))  # imports torch: a stop there is reported too
+                      setup=lambda: set_up_process(cfg, hc))  # imports torch: a stop there is reported too
         return None
-    set_threads(cfg, hc)
+    set_up_process(cfg, hc)
     try:
         result = _train(cfg, out_dir, extra)
     except AmtrainError as e:
@@ -179,9 +179,10 @@ def hydra_files(cfg: DictConfig, hc: dict) -> dict:
             ".hydra/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hc["overrides"]["task"])))}
 
 
-def set_threads(cfg: DictConfig, hc) -> None:
-    """torch threads for this job: ``threads``, else the share of the cores a parallel launcher gives it;
-    and glibc's malloc told to keep freed memory (``keep_freed_memory``, amtrain.allocator)."""
+def set_up_process(cfg: DictConfig, hc) -> None:
+    """How this job's process runs: glibc's malloc told to keep freed memory (``keep_freed_memory``,
+    amtrain.allocator), and torch's threads: ``threads``, else the share of the cores a parallel
+    launcher gives it."""
     import torch
 
     if cfg.get("keep_freed_memory", True):
