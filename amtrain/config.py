@@ -435,7 +435,7 @@ class Config:
     progress: bool = key(True, "progress bar (only ever drawn on a terminal)")
     keep_freed_memory: bool = key(True, "Linux (glibc): large freed arrays stay with the process for the next step "
                                         "rather than go back to the system and fault in again (the RNN's CPU step "
-                                        "1.7x faster, about 0.2 GB more memory; amtrain/allocator.py)")
+                                        "1.8-2x faster, 0.2-0.6 GB more peak memory; amtrain/allocator.py)")
     name: str = key("default", "sweep name: --multirun jobs go to multirun/<name>/<overrides>")
     resume: bool = key(True, "skip a run whose folder has DONE and the same config (false: rerun, old outputs moved aside)")
     seeds_per_process: int = key(10, "a sweep over seed=... trains up to this many seeds of one configuration in "
