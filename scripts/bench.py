@@ -18,7 +18,13 @@ the two are the same by construction.
 ``--seeds`` prints only the seed-axis table (amtrain.seeds): S = 1, 2, 5, 10 copies of a
 model trained in one step on stacked weights, against S separate single-seed steps. It
 reports ms per seed-step (the stacked step / S) and the speed-up (single-seed step / that),
-every configuration timed in the same interleaved rounds.
+every configuration timed in the same interleaved rounds. Beside each, the floor under
+the stacked step: its matrix products and convolutions (recorded from the step itself,
+:class:`Products`) replayed alone on fresh tensors of the same shapes, plus what its other
+operations cost with almost no data (the same step at 4 samples a seed, less its own
+products): the price of running those operations at all. The bound is S single-seed
+steps over that floor; where it is under a target, these operations cannot meet it on
+this machine, however well each is batched: only fewer operations or less arithmetic can.
 """
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ import statistics
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 from amtrain.cli import compose
 from amtrain.data.base import TensorData
@@ -214,6 +222,43 @@ def am_mem_products(model, mode, device, steps, warmup, batch_size):
                         "products": lambda i: products()}, steps, warmup, device)
 
 
+class Products(TorchDispatchMode):
+    """Records the matrix products and convolutions a piece of code runs (below autograd, so a
+    backward's too), as (op, args, kwargs) with every tensor replaced by a fresh random one of
+    the same shape, strides, dtype and device; :meth:`replay` runs them back to back."""
+
+    OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+           torch.ops.aten.baddbmm.default, torch.ops.aten.convolution.default,
+           torch.ops.aten.convolution_backward.default}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.OPS:
+            def fresh(t):
+                if not isinstance(t, torch.Tensor):
+                    return t
+                return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).normal_()
+            self.calls.append((func, tree_map(fresh, args), tree_map(fresh, kwargs)))
+        return func(*args, **kwargs)
+
+    @classmethod
+    def of(cls, fn) -> "Products":
+        with cls() as rec:
+            fn()
+        return rec
+
+    def replay(self) -> None:
+        for func, args, kwargs in self.calls:
+            func(*args, **kwargs)
+
+
+TINY_BATCH = 4  # samples a seed for the floor's "almost no data" (BatchNorm needs 2)
+
+
 def seed_batches(model, device, S, batch_size, n):
     """n batches of S seeds' samples each, x (S, batch, ...) and y (S, batch), generated."""
     in_shape, n_classes = SEED_MODELS[model]
@@ -240,21 +285,35 @@ def seed_trainers(m, model, mode, device, counts):
 
 
 def bench_seeds(model, mode, device, steps, warmup, batch_size, counts, methods=ONLINE):
-    """{method: {S: ms per stacked step}} with S = 0 for the single-seed step, all interleaved."""
+    """{method: {S: ms per stacked step}} with S = 0 for the single-seed step, and ("floor", S)
+    for the S-stacked step's floor (the module's docstring), all timed interleaved."""
     fns = {}
     xs, ys = seed_batches(model, device, max(counts), batch_size, 4)
+    xt, yt = seed_batches(model, device, max(counts), TINY_BATCH, 4)
     for m in methods:
         try:
             trainers = seed_trainers(m, model, mode, device, counts)
         except ConfigError:
             continue
         fns[(m, 0)] = lambda i, tr=trainers[0]: tr.step(xs[i % 4][0], ys[i % 4][0])
+        tiny = seed_trainers(m, model, mode, device, counts)
         for S in counts:
             fns[(m, S)] = lambda i, tr=trainers[S], S=S: tr.step(xs[i % 4][:S], ys[i % 4][:S])
+            fns[(m, S, "tiny")] = lambda i, tr=tiny[S], S=S: tr.step(xt[i % 4][:S], yt[i % 4][:S])
+            # (one more step of each: all are warmed up alike)
+            for what in ("products", "tiny products"):
+                replay = Products.of(lambda: fns[(m, S, "tiny") if what == "tiny products" else (m, S)](0)).replay
+                fns[(m, S, what)] = lambda i, replay=replay: replay()
     median = interleaved(fns, steps, warmup, device)
     out = {}
-    for (m, S), ms in median.items():
-        out.setdefault(m, {})[S] = ms
+    for key, ms in median.items():
+        m, S = key[:2]
+        if len(key) == 2:
+            out.setdefault(m, {})[S] = ms
+    for m in out:
+        for S in counts:
+            out[m][("floor", S)] = (median[(m, S, "products")] + median[(m, S, "tiny")]
+                                    - median[(m, S, "tiny products")])
     return out
 
 
@@ -263,17 +322,20 @@ def main_seeds(args):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, mode={args.mode}, "
           f"keep_freed_memory={args.keep_freed_memory}, batch {args.batch_size} per seed, median of {args.steps} "
           f"steps after {args.warmup} warm-up, interleaved")
-    print("ms per seed-step: a step of S stacked copies / S; speed-up: one single-seed step / that\n")
-    cols = " | ".join(f"S={S} ms/seed | x" for S in counts)
+    print("ms per seed-step: a step of S stacked copies / S; speed-up: one single-seed step / that; "
+          "bound: S single-seed steps / the stacked step's floor (its products alone + its other operations at "
+          f"{TINY_BATCH} samples a seed)\n")
+    cols = " | ".join(f"S={S} ms/seed | x | bound" for S in counts)
     print(f"| device | model | method | single ms | {cols} |")
-    print("|" + "---|" * (4 + 2 * len(counts)))
+    print("|" + "---|" * (4 + 3 * len(counts)))
     for dev in args.devices:
         for model in args.models:
             if model not in SEED_MODELS:
                 continue
             res = bench_seeds(model, args.mode, torch.device(dev), args.steps, args.warmup, args.batch_size, counts)
             for m, t in res.items():
-                cells = " | ".join(f"{t[S] / S:.2f} | {t[0] / (t[S] / S):.2f}" for S in counts)
+                cells = " | ".join(f"{t[S] / S:.2f} | {t[0] / (t[S] / S):.2f} | {S * t[0] / t[('floor', S)]:.2f}"
+                                   for S in counts)
                 print(f"| {dev} | {model} | {m} | {t[0]:.2f} | {cells} |", flush=True)
     print(f"\nprocess peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

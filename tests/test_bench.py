@@ -29,8 +29,44 @@ def test_bench_seeds_prints_the_seed_axis_table():
         [sys.executable, str(REPO / "scripts" / "bench.py"), "--seeds", "--models", "mlp_2x100", "--steps", "1",
          "--warmup", "1", "--seed-counts", "1", "3"], capture_output=True, text=True, timeout=300, check=True).stdout
     number = r"\d+\.\d+"
-    for m in ("adam", "sgd", "am_adam", "am_mem"):  # single ms, then ms per seed-step and speed-up for S = 1, 3
-        assert re.search(rf"\| cpu \| mlp_2x100 \| {m} \|( {number} \|){{5}}", out), out
+    for m in ("adam", "sgd", "am_adam", "am_mem"):  # single ms, then ms per seed-step, speed-up, bound for S = 1, 3
+        row = re.search(rf"\| cpu \| mlp_2x100 \| {m} \|(( {number} \|){{7}})", out)
+        assert row, out
+        single, *cells = [float(v) for v in row.group(1).strip(" |").split(" | ")]
+        for per_seed, speedup, bound in zip(cells[::3], cells[1::3], cells[2::3]):
+            assert per_seed > 0 and speedup == pytest.approx(single / per_seed, abs=0.02) and bound > 0
+
+
+def _bench_module():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import bench
+    finally:
+        sys.path.pop(0)
+    return bench
+
+
+def test_products_records_a_steps_products_with_their_shapes_and_replays_them():
+    """The seed table's floor replays exactly the products the step ran, the backward's included."""
+    import torch
+
+    Products = _bench_module().Products
+    lin = torch.nn.Linear(3, 2)
+    x = torch.randn(5, 3, requires_grad=True)
+
+    def step():
+        (lin(x).relu().sum() + (x * 2).sum()).backward()
+
+    rec = Products.of(step)
+    ops = [(func.__name__, [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)])
+           for func, args, _ in rec.calls]
+    # forward: b + x W^T; backward: dL/dx = g W and dL/dW = g^T x; nothing element-wise
+    assert sorted(ops) == sorted([("addmm.default", [(2,), (5, 3), (3, 2)]), ("mm.default", [(5, 2), (2, 3)]),
+                                  ("mm.default", [(2, 5), (5, 3)])]), ops
+    assert all(not a.requires_grad for _, args, _ in rec.calls for a in args if isinstance(a, torch.Tensor))
+    before = [t.detach().clone() for t in (lin.weight, lin.weight.grad, x.grad)]
+    rec.replay()  # runs on its own tensors: the step's are left alone
+    assert all(torch.equal(a, b) for a, b in zip(before, (lin.weight, lin.weight.grad, x.grad)))
 
 
 def test_bench_sync_prints_both_clocks_per_method_and_seed_count():
