@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
-from amtrain.config import flat_keys
+from amtrain.config import ENVIRONMENT_KEYS, flat_keys
 from amtrain.errors import OutputError
 from amtrain.results import writable_file, write_atomically
 from amtrain.provenance import of_run
@@ -49,10 +49,12 @@ KEYS = ["dataset", "model", "optim", "mode", "variant", "split", "metric", "step
 # Keys that say where and how a run was executed, not what it computes: runs that differ
 # only in them are one variant (the seed is what the seeds of a cell differ in). A data file's
 # folder is where it was; its name is which file (HIGGS.h5 or HIGGS-subset.h5): dataset.path
-# counts by its name only.
-HOW_RUN = ("seed", "dataset.root", "dataset.path", "progress", "device", "threads", "resume", "seeds_per_process",
-           "checkpoint.every_minutes", "keep_freed_memory")
-
+# counts by its name only. Every key resume does not compare (ENVIRONMENT_KEYS) but two: the
+# sweep's name and dataset.download have been part of every variant id since the first
+# results, and dropping them would change every id in results/; so a cell's seeds come from
+# one sweep name (as reproduce.py runs them).
+KEPT_IN_VARIANT = frozenset({"name", "dataset.download"})
+HOW_RUN = tuple(sorted((ENVIRONMENT_KEYS - KEPT_IN_VARIANT) | {"seed", "dataset.path"}))
 
 class NoRuns(SystemExit):
     """Nothing to aggregate (not an error for scripts/reproduce.py: a figure whose jobs all failed)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from amtrain.errors import DivergenceError
 from amtrain.train import run
@@ -165,6 +166,31 @@ def test_a_data_file_counts_by_its_name_not_its_folder(tmp_path):
         variants[name] = aggregate.variant(tmp_path / name)
     assert variants["a"]["variant"] == variants["b"]["variant"] != variants["c"]["variant"]
     assert variants["c"]["config"]["dataset.file"] == "HIGGS-subset.h5" and "dataset.path" not in variants["c"]["config"]
+
+
+def test_every_key_resume_ignores_is_one_variant_too(tmp_path):
+    """A key added to ENVIRONMENT_KEYS (how a run executes) is how-run for aggregate.py as well:
+    seeds differing in it are one cell. (keep_freed_memory once was in one list only.)"""
+    from amtrain.config import ENVIRONMENT_KEYS
+
+    spec = importlib.util.spec_from_file_location("aggregate_under_test", SCRIPT)
+    aggregate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(aggregate)
+    assert set(aggregate.HOW_RUN) == (ENVIRONMENT_KEYS - aggregate.KEPT_IN_VARIANT) | {"seed", "dataset.path"}
+    ids = set()
+    for i, value in enumerate(("a", "b")):
+        folder = tmp_path / value
+        folder.mkdir()
+        cfg = {"seed": i, "optim": {"lr": 0.1}}
+        for key in ENVIRONMENT_KEYS - aggregate.KEPT_IN_VARIANT:  # each at a value of its own per folder
+            *heads, leaf = key.split(".")
+            node = cfg
+            for h in heads:
+                node = node.setdefault(h, {})
+            node[leaf] = value
+        (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+        ids.add(aggregate.variant(folder)["variant"])
+    assert len(ids) == 1
 
 
 def final_test_acc(make_cfg, tmp_path, overrides_by_seed):
