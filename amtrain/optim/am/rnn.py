@@ -286,7 +286,10 @@ class AMAdamRNN(Trainer):
         table, row = net.step_weight_table(T)  # every step's W_o(t), and its backward, made once
         table = table.detach()
         backs = scaled_back(table, scale)
-        r0 = torch.relu(h0)  # every step's read-out input at c^0
+        # the read-out's input at c^0, relu(tanh(c^0_t)), for the steps that reach the read-out only
+        # (readout=last: one step of T)
+        r0 = (torch.relu(h0) if None not in row
+              else [None if k is None else torch.relu(h0[t]) for t, k in enumerate(row)])
         c, h = c0.clone(), torch.empty_like(c0)
         with one_thread_if_small(c0[0]):  # T x K small steps: a thread pool's fork costs more than it saves
             for t in reversed(range(T)):
