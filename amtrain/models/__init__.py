@@ -8,6 +8,7 @@ from torch import nn
 
 from amtrain.errors import ConfigError
 from amtrain.models.layered import Block, LayeredNet
+from amtrain.models.pooling import MaxPool2d
 
 class _SignSTE(torch.autograd.Function):
     """sign(x) in {-1, +1} forward; straight-through backward (the gradient passes unchanged)."""
@@ -72,7 +73,7 @@ def lenet5(in_shape: Sequence[int], n_outputs: int, channels: Sequence[int] = (6
         if h < 1 or w < 1:
             raise ConfigError(f"lenet5: inputs of {tuple(in_shape)} are too small for {len(channels)} conv layers")
         last = i == len(channels) - 1
-        sigma = nn.Sequential(activation(act), nn.MaxPool2d(2), *([nn.Flatten()] if last else []))
+        sigma = nn.Sequential(activation(act), MaxPool2d(2), *([nn.Flatten()] if last else []))
         blocks.append(Block(f, sigma))
         c_in = int(c_out)
     width = c_in * h * w
