@@ -7,7 +7,7 @@ from torch import nn
 
 from amtrain.cli import compose
 from amtrain.models import build_model, lenet5
-from amtrain.models.pooling import MaxPool2d, window_max
+from amtrain.models.pooling import MaxPool2d, window_argmax, window_max
 from amtrain.optim import build_trainer
 
 
@@ -37,33 +37,60 @@ def test_window_max_keeps_nan_and_inf_as_max_pool2d_does():
     assert torch.equal(window_max(x, 2), F.max_pool2d(x, 2)) is False  # NaN != NaN: compare with equal_nan
     torch.testing.assert_close(window_max(x, 2), F.max_pool2d(x, 2), rtol=0, atol=0, equal_nan=True)
     assert torch.isnan(window_max(x, 2)[0, 0, 0, 0]) and window_max(x, 2)[0, 1, 1, 1] == float("-inf")
+    torch.testing.assert_close(window_argmax(x, 2)[0], F.max_pool2d(x, 2), rtol=0, atol=0, equal_nan=True)
 
 
-def test_the_module_is_fast_only_where_no_gradient_can_flow(monkeypatch):
-    """Under no_grad, or for an input that needs no gradient, window_max; with a gradient to
-    come, nn.MaxPool2d's own forward (whose backward routes ties as ATen does)."""
-    pool, calls = MaxPool2d(2), []
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(5, 3, 24, 24), (4, 2, 7, 9), (3, 8, 8)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_window_argmax_gives_atens_indices(k, shape, ties):
+    """The first maximum of each window in row-major order, as a flat position in the plane."""
+    x = maps(shape, ties=ties)
+    x[..., 0, :] = float("-inf")  # windows whose first row is -inf, and (k = 1) whole windows of it
+    out, idx = window_argmax(x, k)
+    ref_out, ref_idx = torch.ops.aten.max_pool2d_with_indices(x, [k, k], [k, k])
+    assert torch.equal(out, ref_out) and idx.dtype == torch.int64 and torch.equal(idx, ref_idx)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("shape", [(6, 3, 12, 12), (4, 2, 7, 9), (3, 8, 8)])
+def test_the_gradient_is_routed_as_nn_maxpool2d_routes_it(k, shape):
+    for ties in (False, True):
+        for dtype in (torch.float32, torch.float64):
+            x = maps(shape, dtype, ties).requires_grad_()
+            out = MaxPool2d(k)(x)
+            g = maps(out.shape, dtype, seed=1)
+            out.backward(g)
+            ours, x.grad = x.grad, None
+            ref = nn.MaxPool2d(k)(x)
+            ref.backward(g)
+            assert torch.equal(out, ref) and torch.equal(ours, x.grad)
+
+
+def test_the_module_takes_each_path_where_it_should(monkeypatch):
+    """No gradient to come: window_max alone; under autograd: window_argmax, then ATen's
+    backward; any other setting, or a map smaller than a window: nn.MaxPool2d's own forward."""
     import amtrain.models.pooling as pooling
 
-    real = pooling.window_max
-    monkeypatch.setattr(pooling, "window_max", lambda x, k: calls.append(k) or real(x, k))
-    x = maps((4, 3, 8, 8), ties=True).requires_grad_()
+    calls = []
+    for name in ("window_max", "window_argmax"):
+        real = getattr(pooling, name)
+        monkeypatch.setattr(pooling, name, lambda x, k, real=real, name=name: calls.append(name) or real(x, k))
+    pool = MaxPool2d(2)
+    x = maps((4, 3, 8, 8)).requires_grad_()
     with torch.no_grad():
         pool(x)
     pool(x.detach())
-    assert calls == [2, 2]
-    g = maps((4, 3, 4, 4), seed=1)
-    pool(x).backward(g)
-    assert calls == [2, 2]  # the autograd forward went to ATen
-    ours = x.grad.clone()
-    x.grad = None
-    nn.MaxPool2d(2)(x).backward(g)
-    assert torch.equal(ours, x.grad)
-    # any other setting is nn.MaxPool2d's
+    assert calls == ["window_max", "window_max"]
+    pool(x).sum().backward()
+    assert calls[2:] == ["window_argmax"]
     other = MaxPool2d(2)
     other.padding = 1
     with torch.no_grad():
-        assert torch.equal(other(x), F.max_pool2d(x, 2, padding=1)) and calls == [2, 2]
+        assert torch.equal(other(x), F.max_pool2d(x, 2, padding=1))
+        with pytest.raises(RuntimeError):  # a 1 x 1 map: nn.MaxPool2d's own error, as before
+            pool(x[..., :1, :1])
+    assert calls[3:] == []
 
 
 def test_lenet_uses_it_and_its_outputs_are_the_same():
