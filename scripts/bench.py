@@ -24,7 +24,7 @@ the stacked step: its matrix products and convolutions (recorded from the step i
 operations cost with almost no data (the same step at 4 samples a seed, less its own
 products): the price of running those operations at all. The bound is S single-seed
 steps over that floor; where it is under a target, these operations cannot meet it on
-this machine, however well each is batched: only fewer operations or less arithmetic can.
+this machine, however well each is batched: only less arithmetic per seed raises it.
 """
 from __future__ import annotations
 
