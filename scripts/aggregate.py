@@ -56,6 +56,7 @@ KEYS = ["dataset", "model", "optim", "mode", "variant", "split", "metric", "step
 KEPT_IN_VARIANT = frozenset({"name", "dataset.download"})
 HOW_RUN = tuple(sorted((ENVIRONMENT_KEYS - KEPT_IN_VARIANT) | {"seed", "dataset.path"}))
 
+
 class NoRuns(SystemExit):
     """Nothing to aggregate (not an error for scripts/reproduce.py: a figure whose jobs all failed)."""
 

@@ -52,6 +52,14 @@ def test_window_argmax_gives_atens_indices(k, shape, ties):
     assert torch.equal(out, ref_out) and idx.dtype == torch.int64 and torch.equal(idx, ref_idx)
 
 
+def test_window_argmax_indices_are_exact_in_low_precision_on_wide_maps():
+    """Positions past 256 in a bfloat16 map: the offsets are counted in float32, not in bfloat16."""
+    x = maps((2, 3, 4, 700), ties=True).to(torch.bfloat16)
+    out, idx = window_argmax(x, 2)
+    ref_out, ref_idx = torch.ops.aten.max_pool2d_with_indices(x, [2, 2], [2, 2])
+    assert torch.equal(out, ref_out) and torch.equal(idx, ref_idx)
+
+
 @pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("shape", [(6, 3, 12, 12), (4, 2, 7, 9), (3, 8, 8)])
 def test_the_gradient_is_routed_as_nn_maxpool2d_routes_it(k, shape):

@@ -36,14 +36,15 @@ def window_argmax(x: torch.Tensor, k: int):
     position ``h * W + w`` in its (H, W) plane of the first maximum in row-major order. (A
     window holding NaN: ATen notes its last NaN, this the last maximum before it; both give NaN.)"""
     W = x.shape[-1]
+    exact = torch.float64 if x.dtype == torch.float64 else torch.float32  # holds i W + j exactly (not bf16)
     out = offset = None
     for (i, j), part in _parts(x, k):
         if out is None:
-            out, offset = part, torch.zeros(part.shape, dtype=x.dtype, device=x.device)
+            out, offset = part, torch.zeros(part.shape, dtype=exact, device=x.device)
             continue
         # offset <- i W + j where part beats every element before it (strictly: the first maximum stays).
         # As arithmetic on a 0/1 mask: on the CPU a masked fill or a where costs 5-10 times that here.
-        beats = (part > out).view(torch.uint8).to(x.dtype)
+        beats = (part > out).view(torch.uint8).to(exact)
         offset.add_(beats * ((i * W + j) - offset))
         out = torch.maximum(out, part)
     ho, wo = out.shape[-2:]
