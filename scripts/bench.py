@@ -284,6 +284,12 @@ def seed_trainers(m, model, mode, device, counts):
     return out
 
 
+def replayer(step):
+    """A timed fn replaying the products of one call of ``step`` (one more step: all are warmed up alike)."""
+    rec = Products.of(lambda: step(0))
+    return lambda i: rec.replay()
+
+
 def bench_seeds(model, mode, device, steps, warmup, batch_size, counts, methods=ONLINE):
     """{method: {S: ms per stacked step}} with S = 0 for the single-seed step, and ("floor", S)
     for the S-stacked step's floor (the module's docstring), all timed interleaved."""
@@ -300,10 +306,8 @@ def bench_seeds(model, mode, device, steps, warmup, batch_size, counts, methods=
         for S in counts:
             fns[(m, S)] = lambda i, tr=trainers[S], S=S: tr.step(xs[i % 4][:S], ys[i % 4][:S])
             fns[(m, S, "tiny")] = lambda i, tr=tiny[S], S=S: tr.step(xt[i % 4][:S], yt[i % 4][:S])
-            # (one more step of each: all are warmed up alike)
-            for what in ("products", "tiny products"):
-                replay = Products.of(lambda: fns[(m, S, "tiny") if what == "tiny products" else (m, S)](0)).replay
-                fns[(m, S, what)] = lambda i, replay=replay: replay()
+            fns[(m, S, "products")] = replayer(fns[(m, S)])
+            fns[(m, S, "tiny products")] = replayer(fns[(m, S, "tiny")])
     median = interleaved(fns, steps, warmup, device)
     out = {}
     for key, ms in median.items():
