@@ -276,15 +276,22 @@ def seed_groups(the_plan: Plan) -> List[List[Job]]:
     A group is one process on one worker, so a configuration's seeds are also split into
     enough groups for every worker of a parallel launcher to have one: with two workers,
     one configuration's five seeds train as 3 + 2, not 5 on one core beside an idle one.
-    Groups of a configuration differ in size by one at most."""
+    Groups of different configurations can differ in length several-fold (the full
+    protocol's Figure 8: AM-Adam's group of 5 seeds trained 2.5x as long as Adam's, and ran
+    on one core for 7 of its 12 minutes), so when the groups come from several
+    configurations they are split until there are two for every worker: a worker that
+    ends a short group takes another rather than waiting. Groups of a configuration differ
+    in size by one at most."""
     by_key: dict = {}
     for job in the_plan.jobs:
         if job.seed_group is not None:
             by_key.setdefault(job.seed_group, []).append(job)
+    n, workers = len(by_key), the_plan.workers
+    wanted = workers if n == 1 else 2 * workers if workers > 1 else 1  # groups in all
     groups = []
     for jobs in by_key.values():
         k = len(jobs)
-        parts = max(-(-k // jobs[0].seeds_per_process), -(-the_plan.workers // len(by_key)))
+        parts = max(-(-k // jobs[0].seeds_per_process), -(-wanted // n))
         sizes = [k // parts + (i < k % parts) for i in range(min(parts, k))]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         groups += [jobs[a:a + n] for a, n in zip(starts, sizes) if n > 1]

@@ -341,8 +341,11 @@ def test_a_group_member_that_comes_after_its_group_ran_leaves_its_reports(tmp_pa
 @pytest.mark.parametrize("configs, seeds, per_process, workers, sizes", [
     (1, 5, 10, 1, [5]),  # the basic launcher: one group
     (1, 5, 10, 2, [3, 2]),  # two workers: a group each, not 5 on one core beside an idle one
-    (2, 5, 10, 2, [5, 5]),  # a configuration per worker already
-    (3, 5, 10, 4, [3, 2] * 3),
+    (2, 5, 10, 2, [3, 2, 3, 2]),  # two configurations: two groups a worker, so a short one is not
+    #                               followed by an idle core (Figure 8: AM-Adam's group 2.5x Adam's)
+    (8, 5, 10, 2, [5] * 8),  # enough groups for the workers already (Figure 2, Figure 1)
+    (3, 5, 10, 4, [2, 2] * 3),  # eight groups wanted: 2 + 2 (+ one seed alone) a configuration
+    (2, 5, 10, 1, [5, 5]),  # one worker: nothing to balance
     (1, 5, 2, 1, [2, 2]),  # seeds_per_process caps a group; the fifth seed runs alone
     (1, 5, 10, 16, []),  # more workers than seeds: each seed alone
 ])
