@@ -64,16 +64,41 @@ def test_split_forward_through_time_equals_the_fused_rnn(readout):
 
 @pytest.mark.parametrize("readout", READOUTS)
 def test_the_evaluation_forward_equals_the_training_one_and_pool_leaves_its_input(readout):
-    """Without autograd the forward takes relu of its own hidden states in place; the values are
-    the same, and pool() called on someone else's states does not touch them."""
+    """Without autograd the forward takes relu of its own hidden states in place (on the CPU, in
+    the column layout: forward_columns); the values are the fused forward's, and pool() and
+    readout_columns() called on someone else's states do not touch them."""
     net, _, x, _ = setup(readout=readout)
+    x_before = x.clone()
     with torch.no_grad():
         evaluated = net(x)
         h, _ = net.rnn(net.sequence(x))
+        fused = net.head(net.pool(h.clone(), in_place=True))
         before = h.clone()
         net.pool(h)
-    assert torch.equal(h, before)
-    assert torch.equal(evaluated, net(x).detach())
+        hc = torch.tanh(net.encode_columns(net.drive_columns(x))[0])
+        hc_before = hc.clone()
+        net.readout_columns(hc)
+    assert torch.equal(h, before) and torch.equal(hc, hc_before) and torch.equal(x, x_before)
+    assert evaluated.shape == (32, 3) and evaluated.is_contiguous()
+    torch.testing.assert_close(evaluated, fused, rtol=1e-12, atol=1e-12)  # float64: rounding only
+    torch.testing.assert_close(evaluated, net(x).detach(), rtol=1e-12, atol=1e-12)  # with autograd: nn.RNN
+    if DEVICE.type == "cpu":
+        torch.testing.assert_close(net.forward_columns(x), evaluated, rtol=0, atol=0)  # the path taken
+
+
+@pytest.mark.parametrize("readout", READOUTS)
+def test_the_column_evaluation_at_full_length_in_float32_agrees_with_the_fused_rnn(readout):
+    """T = 784 one-pixel steps, float32, as Figure 6 evaluates: the logits agree to float32
+    rounding over 784 steps and every prediction is the same."""
+    torch.manual_seed(1)
+    net = ElmanRNN(1, 15, 10, readout=readout, n_steps=784).to(DEVICE)
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    with torch.no_grad():
+        h, _ = net.rnn(net.sequence(x))
+        fused = net.head(net.pool(h))
+        columns = net.forward_columns(x)
+    torch.testing.assert_close(columns, fused, rtol=1e-5, atol=1e-5)
+    assert torch.equal(columns.argmax(1), fused.argmax(1))
 
 
 @pytest.mark.parametrize("readout", READOUTS)

