@@ -286,12 +286,12 @@ def seed_groups(the_plan: Plan) -> List[List[Job]]:
     for job in the_plan.jobs:
         if job.seed_group is not None:
             by_key.setdefault(job.seed_group, []).append(job)
-    n, workers = len(by_key), the_plan.workers
-    wanted = workers if n == 1 else 2 * workers if workers > 1 else 1  # groups in all
+    n_configs, workers = len(by_key), the_plan.workers
+    wanted = 2 * workers if n_configs > 1 and workers > 1 else workers  # groups in all
     groups = []
     for jobs in by_key.values():
         k = len(jobs)
-        parts = max(-(-k // jobs[0].seeds_per_process), -(-wanted // n))
+        parts = max(-(-k // jobs[0].seeds_per_process), -(-wanted // n_configs))
         sizes = [k // parts + (i < k % parts) for i in range(min(parts, k))]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         groups += [jobs[a:a + n] for a, n in zip(starts, sizes) if n > 1]
