@@ -102,6 +102,11 @@ def _take(fd: int) -> Optional[str]:
             time.sleep(0.02)
 
 
+def this_process() -> str:
+    """How a lock names its holder: "pid <pid> on <host>" (then " since <time>")."""
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
 def holder(path) -> Optional[str]:
     """Who holds ``path``'s lock now ("pid ... on host since ..."), or None. A probe that
     writes nothing: it takes the lock for an instant only if no one has it."""
@@ -136,8 +141,7 @@ class RunDir:
             raise FolderBusy(f"running elsewhere: {self.path} ({busy}); wait for it to finish, or use another "
                              "folder")
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                      f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}\n".encode(), 0)
+        os.pwrite(fd, f"{this_process()} since {datetime.datetime.now():%Y-%m-%d %H:%M:%S}\n".encode(), 0)
         self._fd = fd
         return self
 

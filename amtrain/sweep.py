@@ -372,23 +372,37 @@ def _claim_path(sweep_dir: Path, job_dir: Path) -> Optional[Path]:
 
 
 def _claim(sweep_dir: Path, job_dir: Path) -> None:
-    """Mark a folder as trained by this process for this invocation (its own job leaves it alone)."""
+    """Mark a folder as trained by this process for this invocation (its own job leaves it alone).
+    The claim names the process as the folder's lock does (:func:`amtrain.rundir.this_process`)."""
+    from amtrain.rundir import this_process
+
     path = _claim_path(sweep_dir, job_dir)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(str(os.getpid()))
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_text(this_process())
+        os.replace(tmp, path)  # whole or absent: _claimed compares its words with the lock's
 
 
 def _claimed(sweep_dir: Path, job_dir: Path, wait_s: float = 2.0) -> bool:
-    """True when another process of this invocation trains ``job_dir`` (its claim may follow
-    its lock by a moment, so look for up to ``wait_s``)."""
+    """True when another process of this invocation trains ``job_dir``, or has trained and
+    reported it: its claim (which may follow its lock by a moment, so look for up to ``wait_s``)
+    names the process that holds the folder's lock now, or the folder has its report.
+
+    A claim whose process was killed before it reported (an OOM kill, one job of an array) is
+    not: if another process holds the folder now (a second invocation of the same sweep), the
+    folder is running elsewhere, and the jobs of its group go on with their other folders."""
     import time
+
+    from amtrain.rundir import holder
 
     path = _claim_path(sweep_dir, job_dir)
     deadline = time.monotonic() + wait_s
     while path is not None:
         if path.exists():
-            return True
+            now = holder(job_dir)  # before the report: a claimer reports before it lets go of the lock
+            claimer = path.read_text().strip()
+            return (now is not None and now.startswith(claimer + " ")) or _reported(sweep_dir, job_dir)
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)

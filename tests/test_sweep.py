@@ -218,16 +218,62 @@ def test_a_groups_second_job_started_with_the_first_leaves_the_group_to_it(tmp_p
     sweep.write_groups(planned, "t1")
     first, second = planned.jobs
     assert first.seed_group == second.seed_group
-    with RunDir(first.dir):  # the first job has locked its folder and claimed it (and, a moment later, the next)
+    with RunDir(first.dir), RunDir(second.dir):  # the first job has locked and claimed the group's folders
         sweep._claim(planned.sweep_dir, first.dir)
         sweep._claim(planned.sweep_dir, second.dir)
         sweep.run_job(_train, compose(second.overrides), second.dir, planned.sweep_dir, None)
-        assert not second.dir.exists()  # left to the first job: not locked, nothing written
+        assert [p.name for p in second.dir.iterdir()] == [".lock"]  # left to the first job: nothing written
         assert not sweep._report_path(planned.sweep_dir, "t1", second.dir).exists()  # the first job reports it
     sweep.run_job(_train, compose(first.overrides), first.dir, planned.sweep_dir, None)  # the first job goes on
     for job in (first, second):
         assert "(on a seed axis with seeds [0, 1])" in (job.dir / "train.log").read_text()
         assert _report_of(planned.sweep_dir, job.dir)["status"] == "finished"
+
+
+def test_a_claim_left_by_a_killed_process_does_not_hide_a_folder_held_elsewhere(tmp_path, monkeypatch):
+    """A group's trainer claimed the first folder and was killed before it reported (an OOM
+    kill); a second invocation of the same sweep now holds that folder. Its claim names a
+    process that no longer holds the lock, so this invocation's jobs do not wait for it: the
+    second seed trains, and the first is reported as running elsewhere (before: both were
+    left to the dead process and listed as "no result")."""
+    from amtrain import sweep
+    from amtrain.cli import _train, compose, compose_checked
+    from amtrain.rundir import RunDir
+
+    monkeypatch.setenv(sweep.TOKEN_ENV, "t1")
+    planned = sweep.plan([*SWEEP, "optim=sgd", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sw'}"], compose_checked)
+    sweep.write_groups(planned, "t1")
+    first, second = planned.jobs
+    assert first.seed_group == second.seed_group
+    claim = sweep._claim_path(planned.sweep_dir, first.dir)
+    claim.parent.mkdir(parents=True)
+    claim.write_text("pid 4194304 on a-node-that-was")  # the killed trainer's
+    with RunDir(first.dir):  # the other invocation's run (this process, another lock)
+        assert not sweep._claimed(planned.sweep_dir, first.dir)
+        sweep.run_job(_train, compose(second.overrides), second.dir, planned.sweep_dir, None)
+        sweep.run_job(_train, compose(first.overrides), first.dir, planned.sweep_dir, None)
+    assert (second.dir / "DONE").exists() and not (first.dir / "DONE").exists()
+    assert _report_of(planned.sweep_dir, second.dir)["status"] == "finished"
+    rep = _report_of(planned.sweep_dir, first.dir)
+    assert rep["status"] == "elsewhere" and f"running elsewhere: {first.dir} (pid " in rep["reason"]
+    text, code = sweep.summary(planned, "t1")
+    assert text.splitlines()[0].endswith("2 jobs: 1 finished, 1 running elsewhere") and code == 0
+
+
+def test_a_live_claim_is_its_trainers_until_it_reports(tmp_path, monkeypatch):
+    """The claim stands while its process holds the folder, and after it has reported it."""
+    from amtrain import sweep
+    from amtrain.rundir import RunDir
+
+    monkeypatch.setenv(sweep.TOKEN_ENV, "t1")
+    job = tmp_path / "sw" / "seed=0"
+    assert not sweep._claimed(tmp_path / "sw", job, wait_s=0)  # no claim
+    with RunDir(job):
+        sweep._claim(tmp_path / "sw", job)
+        assert sweep._claimed(tmp_path / "sw", job, wait_s=0)  # its lock and its claim: this process's
+        sweep.report(tmp_path / "sw", job, "finished")
+    assert sweep._claimed(tmp_path / "sw", job, wait_s=0)  # let go of after its report
+    assert not list((tmp_path / "sw").rglob("*.tmp*"))
 
 
 def test_an_earlier_attempts_failed_is_not_this_jobs_reason(tmp_path, monkeypatch):
