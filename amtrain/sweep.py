@@ -306,10 +306,7 @@ def write_groups(the_plan: Plan, token: str) -> None:
     planned = {str(job.dir): computed_config(job.cfg) for job in the_plan.jobs if job.cfg is not None}
     for folder, content in ((GROUPS, table), (PLANNED, planned)):
         path = the_plan.sweep_dir / folder / f"{token}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(content, default=str))
-        os.replace(tmp, path)
+        _write_whole(path, json.dumps(content, default=str))
 
 
 def changed_since_planned(sweep_dir: Path, job_dir: Path, cfg: DictConfig) -> Optional[str]:
@@ -340,6 +337,14 @@ def _group_of(sweep_dir: Path, job_dir: Path) -> Optional[list]:
 
 
 # ----------------------------------------------------------------------------- reports
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``path`` so that other processes see it whole or not at all (a file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def new_token() -> str:
     return f"{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -355,10 +360,7 @@ def report(sweep_dir, job_dir, status: str, reason: str = "") -> None:
     if not token:
         return
     path = _report_path(Path(sweep_dir), token, job_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"dir": str(job_dir), "status": status, "reason": reason}))
-    os.replace(tmp, path)
+    _write_whole(path, json.dumps({"dir": str(job_dir), "status": status, "reason": reason}))
 
 
 def _reported(sweep_dir: Path, job_dir: Path) -> bool:
@@ -378,10 +380,7 @@ def _claim(sweep_dir: Path, job_dir: Path) -> None:
 
     path = _claim_path(sweep_dir, job_dir)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        tmp.write_text(this_process())
-        os.replace(tmp, path)  # whole or absent: _claimed compares its words with the lock's
+        _write_whole(path, this_process())  # _claimed compares its words with the lock's
 
 
 def _claimed(sweep_dir: Path, job_dir: Path, wait_s: float = 2.0) -> bool:
