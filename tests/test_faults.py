@@ -326,7 +326,7 @@ def _torn(text: str) -> str:
 @pytest.mark.parametrize("damage, said", [
     (lambda text: "", "cannot be read as a results CSV (EmptyDataError"),
     (lambda text: text.replace(",variant,", ",kind,", 1), "lacks the columns variant of a results CSV"),
-    (lambda text: _torn(text), "row(s) without their numbers (the first: line "),
+    (_torn, "row(s) without their numbers (the first: line "),
     (lambda text: text.encode("utf-16"), "cannot be read as a results CSV (UnicodeDecodeError"),
 ])
 def test_a_results_csv_that_is_not_aggregates_is_one_line_for_the_figures_and_the_report(tmp_path, damage, said):
