@@ -58,7 +58,8 @@ def load(path) -> Optional[pd.DataFrame]:
         return None
     fix = f"rerun scripts/aggregate.py on its sweep folder into {path} (or scripts/reproduce.py --skip-runs)"
     # text columns stay text when every cell is empty (an all-NaN column would be float64)
-    text = {c: str for c in ("settings", "overrides", "seeds", "code", "data")}
+    # (and a variant stays its hash: "12345e67" is no float, "00a1b2c3" keeps its zeros)
+    text = {c: str for c in ("variant", "settings", "overrides", "seeds", "code", "data")}
     try:
         df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
