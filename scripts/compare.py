@@ -24,8 +24,8 @@ Training amplifies float rounding, so the same seeds on another machine, BLAS or
 version are rarely ``same`` but should be ``within noise``. The output is a line per file (its
 counts, and the cell furthest from A that is still within noise), then a line per cell that
 differs (``--all``: per cell) with the largest difference over the steps both have and what else
-differs: the config (``variant``), the seeds averaged, the data read (another copy or version of
-the dataset's files), the code. Experiments one side lacks are listed with what the other side
+differs: a side that evaluated beyond the last common step, the config (``variant``), the seeds
+averaged, the data read (another copy or version of the dataset's files), the code. Experiments one side lacks are listed with what the other side
 has of that method instead.
 
 Exit status: 0 when every cell both have is ``same`` or ``within noise`` and neither side lacks
@@ -134,6 +134,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, z: float = 3.0, tol: float = 0.0
 
     only_a, only_b = lacked(cells_a, keys_b), lacked(cells_b, keys_a)
     both = a.merge(b, on=CELL + POINT, suffixes=("_a", "_b"))
+    ends = {side: df.groupby(CELL).step.max() for side, df in (("A", a), ("B", b))}
     judged = {}
     for key, g in both.groupby(CELL, sort=False):
         g = g.sort_values("step")
@@ -143,6 +144,9 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, z: float = 3.0, tol: float = 0.0
         worst = g.loc[diffs.idxmax()]
         cell = Cell(key, judge(last["mean_a"], last["mean_b"], se, z, tol), int(last["step"]), int(last["epoch"]), float(last["mean_a"]), float(last["mean_b"]), se,
                     float(diffs.max()), int(worst["step"]))
+        for side in ("A", "B"):
+            if ends[side][key] > cell.step:
+                cell.notes.append(f"{side} goes on to step {ends[side][key]}")
         for what, column in (("config", "variant"), ("seeds", "seeds"), ("data", "data"), ("code", "code")):
             then, now = _text(last, f"{column}_a"), _text(last, f"{column}_b")
             if then and now and then != now:
@@ -211,6 +215,10 @@ def report_file(name: str, a: pd.DataFrame, b: pd.DataFrame, z: float, tol: floa
         lines.append(f"  code A {codes(a)}, B {codes(b)}")
     lines += [describe(c) for c in cells if every or c.verdict in ("differs", "no common step")]
     lines += lacking(only_a, b, "A") + lacking(only_b, a, "B")
+    early = sum(any(" goes on to step " in n for n in c.notes) for c in cells if c.verdict != "differs")
+    if early and not every:
+        lines.append(f"  ({early} cells that agree were judged before the end of one side's run, which "
+                     "evaluated further: --all lists them)")
     one_seed = sum(c.verdict == "differs" and c.se == 0 for c in cells)
     if one_seed:
         lines.append(f"  ({one_seed} of the cells that differ have one seed a side, so no std to judge them by: "

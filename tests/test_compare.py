@@ -145,6 +145,16 @@ def test_folders_compare_their_results_csvs_and_say_what_one_lacks(tmp_path, cap
     assert code == 0 and "2 files, 3 cells in both: 3 same" in out
 
 
+def test_a_side_that_ran_further_is_judged_where_both_were_and_said(tmp_path, capsys):
+    a = write(tmp_path / "a.csv", rows(mean=(0.5, 0.9, 0.95), steps=(0, 100, 200)))
+    b = write(tmp_path / "b.csv", rows(mean=(0.5, 0.9)))
+    code, out, _ = main(capsys, a, b, "--all")
+    assert code == 0 and "same           am_adam" in out and "at step 100 (epoch 1)" in out
+    assert "A goes on to step 200" in out
+    code, out, _ = main(capsys, a, b)
+    assert code == 0 and "(1 cells that agree were judged before the end of one side's run" in out
+
+
 def test_cells_that_never_met_at_a_step(tmp_path, capsys):
     a = write(tmp_path / "a.csv", rows(steps=(0, 100)))
     b = write(tmp_path / "b.csv", rows(steps=(10, 110)))
