@@ -3,14 +3,17 @@
 
     python scripts/compare.py results/full ../their-amtrain/results/full   # every results CSV both hold
     python scripts/compare.py results/quick/fig8_binary.csv mine/fig8_binary.csv
+    python scripts/compare.py HEAD:results/quick results/quick   # a rerun against the committed numbers
 
 A and B are aggregated CSVs (scripts/aggregate.py: what ``make reproduce-paper`` writes into
-``results/<protocol>/``), or two folders of them. A *cell* is one curve of one experiment:
-(dataset, model, optim, mode, split, metric) and the experiment's command-line overrides (the
-``overrides`` column: without the seed, the sweep's name and how a run ran). Matching on the
-command rather than on ``variant`` (the hash of the whole resolved config) lets results of two
-versions of amtrain meet even where a config key was added since, which changes every hash;
-where the variants differ the cell says so. ``--match variant`` matches only identical configs.
+``results/<protocol>/``), or two folders of them; ``REV:PATH`` takes one from a git commit of
+this checkout (``HEAD:results/quick``: the numbers a rerun has just overwritten). A *cell* is
+one curve of one experiment: (dataset, model, optim, mode, split, metric) and the
+experiment's command-line overrides (the ``overrides`` column: without the seed, the sweep's
+name and how a run ran). Matching on the command rather than on ``variant`` (the hash of the
+whole resolved config) lets results of two versions of amtrain meet even where a config key
+was added since, which changes every hash; where the variants differ the cell says so.
+``--match variant`` matches only identical configs.
 Each cell is judged at the last step both sides evaluated (the end of the run: what REPORT.md's
 readings quote), B against A:
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -236,6 +240,32 @@ def results_csv(path: Path) -> bool:
     return all(c in header.columns for c in COLUMNS)
 
 
+def from_git(spec: str, scratch: Path) -> Path:
+    """``REV:PATH`` (``HEAD:results/quick``, git's own spelling) as that folder or file extracted
+    from the commit into ``scratch``: a rerun's results against the ones it overwrote."""
+    import io
+    import subprocess
+    import tarfile
+
+    rev, path = spec.split(":", 1)
+    path = path.strip("/") or "."
+    try:
+        out = subprocess.run(["git", "archive", "--format=tar", rev, "--", path], capture_output=True, check=True)
+    except OSError as e:
+        raise DataError(f"{spec}: git cannot be run here ({e.strerror}): extract {path} from {rev} yourself") from None
+    except subprocess.CalledProcessError as e:
+        why = (e.stderr.decode(errors="replace").strip().splitlines() or ["git archive failed"])[-1]
+        raise DataError(f"{spec} is neither a path nor a git revision:path here ({why}): give a results folder, "
+                        "or REV:PATH as git names it (HEAD:results/quick) from inside the checkout") from None
+    folder = scratch / rev.replace("/", "_")
+    with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
+        if hasattr(tarfile, "data_filter"):  # Python 3.12, and 3.10.12 / 3.11.4 on
+            tar.extractall(folder, filter="data")
+        else:
+            tar.extractall(folder)  # (git archive's own output: no links out of the folder)
+    return folder / path
+
+
 def pairs(a: Path, b: Path) -> Tuple[List[Tuple[str, Path, Path]], List[str], int]:
     """The (name, A file, B file) to compare; lines on what is not compared; how many files one side lacks."""
     for path in (a, b):
@@ -268,7 +298,8 @@ def pairs(a: Path, b: Path) -> Tuple[List[Tuple[str, Path, Path]], List[str], in
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("a", type=Path, help="a results folder or CSV (the reference)")
+    p.add_argument("a", type=Path, help="a results folder or CSV (the reference); REV:PATH takes it from a git "
+                                        "commit (HEAD:results/quick: what a rerun overwrote)")
     p.add_argument("b", type=Path, help="the folder or CSV to compare with it")
     p.add_argument("--z", type=float, default=3.0, help="standard errors of the difference that count as seed "
                                                         "noise (default 3)")
@@ -284,8 +315,11 @@ def main(argv=None) -> int:
     for flag, value in (("--z", args.z), ("--tol", args.tol)):
         if not value >= 0:  # (NaN too)
             p.error(f"argument {flag}: {value} is below 0")
+    scratch = tempfile.TemporaryDirectory(prefix="amtrain-compare-")
     try:  # every file read and judged before a line is printed: bad input prints its one line alone
-        files, notes, missing = pairs(args.a, args.b)
+        a_path, b_path = (from_git(str(s), Path(scratch.name)) if not s.exists() and ":" in str(s) else s
+                          for s in (args.a, args.b))
+        files, notes, missing = pairs(a_path, b_path)
         reports = []
         for name, pa, pb in files:
             a, b = (curves(experiments(load(path), args.match, path), args.split, args.metric) for path in (pa, pb))
@@ -293,6 +327,8 @@ def main(argv=None) -> int:
     except AmtrainError as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        scratch.cleanup()
     totals: dict = {}
     for lines, counts in reports:
         print("\n".join(lines))

@@ -236,3 +236,25 @@ def test_a_bad_file_in_a_folder_prints_its_error_alone(tmp_path, capsys):
     (tmp_path / "b" / "fig2.csv").write_text("figure,dataset,model\n")
     code, out, err = main(capsys, tmp_path / "a", tmp_path / "b")
     assert code == 2 and out == "" and "fig2.csv lacks the columns" in err
+
+
+def test_a_rerun_against_the_commit_it_overwrote(tmp_path, capsys, monkeypatch):
+    """REV:PATH reads the results from a git commit of the checkout (git's own spelling), so a
+    rerun that wrote over results/quick compares with the numbers it replaced in one command."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    write(repo / "results" / "quick" / "fig.csv", rows(mean=(0.5, 0.9)))
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "results")
+    write(repo / "results" / "quick" / "fig.csv", rows(mean=(0.5, 0.95), std=0.001))  # the rerun
+    monkeypatch.chdir(repo)
+    code, out, _ = main(capsys, "HEAD:results/quick", "results/quick")
+    assert code == 1 and "fig.csv: 1 cells in both: 1 differs" in out and "0.9 -> 0.95" in out
+    code, out, _ = main(capsys, "HEAD:results/quick/fig.csv", "HEAD:results/quick/fig.csv")
+    assert code == 0 and "1 same" in out
+    code, out, err = main(capsys, "HEAD:results/quik", "results/quick")
+    assert code == 2 and out == "" and err.startswith("compare: error: HEAD:results/quik is neither a path nor")
+    assert len(err.strip().splitlines()) == 1
