@@ -21,6 +21,19 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
 
+# --dist loadfile hands whole files to the two workers. By default xdist sends the files with
+# the most tests first, so test_slurm.py (few tests, 260 s: a cluster to bring up) went out
+# last and ran alone at the end. The files that take longest go first (by their seconds in a
+# run of 2026-12-05: --durations=0, summed per file), the rest after them in their usual
+# order, so that they fill in beside the long ones (pyproject.toml: --no-loadscope-reorder).
+LONGEST_FIRST = ("test_slurm.py", "test_faults.py", "test_reproduce.py", "test_seeds.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order kept
+
+
 # Fast, CPU-only, quiet: what every test run uses unless it says otherwise.
 TINY = ["dataset=synthetic", "dataset.n_train=600", "dataset.n_test=300", "device=cpu",
         "progress=false", "eval.first_epoch_batches=3", "batch_size=50"]
