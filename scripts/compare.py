@@ -13,7 +13,9 @@ experiment's command-line overrides (the ``overrides`` column: without the seed,
 name and how a run ran). Matching on the command rather than on ``variant`` (the hash of the
 whole resolved config) lets results of two versions of amtrain meet even where a config key
 was added since, which changes every hash; where the variants differ the cell says so.
-``--match variant`` matches only identical configs.
+``--match variant`` matches only identical configs; ``--ignore KEY`` matches whatever KEY says on the
+command line (``--ignore epochs``: the quick protocol's shortened runs beside the full protocol's),
+and a cell matched across it names the overrides that differ.
 Each cell is judged at the last step both sides evaluated (the end of the run: what REPORT.md's
 readings quote), B against A:
 
@@ -48,7 +50,7 @@ from typing import List, Optional, Tuple
 import pandas as pd
 
 from amtrain.config import ENVIRONMENT_KEYS
-from amtrain.errors import AmtrainError, DataError
+from amtrain.errors import AmtrainError, ConfigError, DataError
 from amtrain.results import COLUMNS, load
 
 RUN = ["dataset", "model", "optim", "mode", "experiment"]  # one experiment: its command (or its config hash)
@@ -91,29 +93,48 @@ def _std(value) -> float:
     return 0.0 if pd.isna(value) else float(value)
 
 
-def command(overrides: str) -> str:
+def key_of(override: str) -> str:
+    """``optim.lr`` of ``optim.lr=0.1`` (and of ``+optim.lr=0.1``, ``~optim.lr``)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def command(overrides: str, ignore=frozenset()) -> str:
     """An ``overrides`` cell as the experiment's command: without the keys that say where and how
-    it ran (a CSV aggregated before a key joined them may still hold it), each spelling sorted."""
-    drop = ENVIRONMENT_KEYS | {"seed", "name", "dataset.path"}
-    spellings = {" ".join(sorted(o for o in s.split() if o.split("=", 1)[0].lstrip("+~") not in drop))
-                 for s in str(overrides).split(" | ")}
+    it ran (a CSV aggregated before a key joined them may still hold it), nor the keys of
+    ``ignore`` (``--ignore``), each spelling sorted."""
+    drop = ENVIRONMENT_KEYS | {"seed", "name", "dataset.path"} | set(ignore)
+    spellings = {" ".join(sorted(o for o in s.split() if key_of(o) not in drop)) for s in str(overrides).split(" | ")}
     return " | ".join(sorted(spellings))
 
 
-def experiments(df: pd.DataFrame, match: str, path) -> pd.DataFrame:
+def experiments(df: pd.DataFrame, match: str, path, ignore=frozenset()) -> pd.DataFrame:
     """``df`` with the ``experiment`` column cells are matched on: the variant, or the command
-    (:func:`command`). DataError when two configurations of one method share their command (a
-    CSV that aggregated runs of two versions of a config file): only their variants tell them apart."""
+    (:func:`command`, less the keys of ``ignore``), and ``given``, the command whole. DataError
+    when two configurations of one method share what they are matched on (a CSV that aggregated
+    runs of two versions of a config file, or two experiments that only an ignored key told apart)."""
     if match == "variant":
-        return df.assign(experiment=df["variant"])
-    out = df.assign(experiment=df["overrides"].fillna("").map(command) if "overrides" in df else "")
+        return df.assign(experiment=df["variant"], given=df["variant"])
+    overrides = df["overrides"].fillna("") if "overrides" in df else pd.Series("", index=df.index)
+    out = df.assign(experiment=overrides.map(lambda o: command(o, ignore)), given=overrides.map(command))
     configs = out.drop_duplicates(RUN + ["variant"])
     shared = configs[configs.duplicated(RUN, keep=False)]
     if len(shared):
         row = shared.iloc[0]
+        if ignore and configs[configs.duplicated(RUN + ["given"], keep=False)].empty:
+            told = sorted({o for o in " ".join(shared[(shared[RUN] == row[RUN]).all(axis=1)].given).split()
+                           if key_of(o) in ignore})
+            raise DataError(f"{path}: {row.optim} on {row.model} has several experiments that only the ignored "
+                            f"{', '.join(told)} tell apart: ignore fewer keys, or compare one file with --split "
+                            "and --metric")
         raise DataError(f"{path}: {row.optim} on {row.model} has several configurations with the overrides "
                         f"{row.experiment!r}: compare with --match variant")
     return out
+
+
+def set_keys(frames) -> set:
+    """Every key the experiments of ``frames`` set on their command line."""
+    return {key_of(o) for df in frames for given in df["given"].unique() for o in str(given).split()
+            if "=" in o or o.startswith("~")}
 
 
 def curves(df: pd.DataFrame, splits: Optional[List[str]], metrics: Optional[List[str]]) -> pd.DataFrame:
@@ -151,6 +172,10 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, z: float = 3.0, tol: float = 0.0
         for side in ("A", "B"):
             if ends[side][key] > cell.step:
                 cell.notes.append(f"{side} goes on to step {ends[side][key]}")
+        given = [set(_text(last, f"given_{side}").split()) - {"|"} for side in "ab"]
+        if given[0] != given[1]:  # matched across keys --ignore dropped
+            cell.notes.append("overrides " + " / ".join(" ".join(sorted(given[i] - given[1 - i])) or "-"
+                                                        for i in (0, 1)))
         for what, column in (("config", "variant"), ("seeds", "seeds"), ("data", "data"), ("code", "code")):
             then, now = _text(last, f"{column}_a"), _text(last, f"{column}_b")
             if then and now and then != now:
@@ -308,6 +333,9 @@ def main(argv=None) -> int:
     p.add_argument("--match", choices=("overrides", "variant"), default="overrides",
                    help="match cells on the experiment's command-line overrides (default), or on the hash "
                         "of its whole config (identical configs only)")
+    p.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                   help="match experiments whatever this command-line key says (repeatable, or KEY,KEY): "
+                        "--ignore epochs sets a shortened run beside the whole one, judged where both were")
     p.add_argument("--split", action="append", help="compare only this split (train, val, test; repeatable)")
     p.add_argument("--metric", action="append", help="compare only this metric (acc, loss, ...; repeatable)")
     p.add_argument("--all", action="store_true", help="a line for every cell (default: the cells that differ)")
@@ -315,15 +343,23 @@ def main(argv=None) -> int:
     for flag, value in (("--z", args.z), ("--tol", args.tol)):
         if not value >= 0:  # (NaN too)
             p.error(f"argument {flag}: {value} is below 0")
+    ignore = frozenset(k.strip() for given in args.ignore for k in given.split(",") if k.strip())
+    if ignore and args.match == "variant":
+        p.error("argument --ignore: --match variant compares whole configs, so no key can be ignored: drop one")
     scratch = tempfile.TemporaryDirectory(prefix="amtrain-compare-")
     try:  # every file read and judged before a line is printed: bad input prints its one line alone
         a_path, b_path = (from_git(str(s), Path(scratch.name)) if not s.exists() and ":" in str(s) else s
                           for s in (args.a, args.b))
         files, notes, missing = pairs(a_path, b_path)
-        reports = []
-        for name, pa, pb in files:
-            a, b = (curves(experiments(load(path), args.match, path), args.split, args.metric) for path in (pa, pb))
-            reports.append(report_file(name, a, b, args.z, args.tol, args.all))
+        frames = [(name, *(experiments(load(path), args.match, path, ignore) for path in (pa, pb)))
+                  for name, pa, pb in files]
+        unset = sorted(ignore - set_keys(df for _, a, b in frames for df in (a, b)))
+        if unset:  # a misspelt key would silently ignore nothing
+            raise ConfigError(f"--ignore {', '.join(unset)}: no experiment of A or B sets "
+                              f"{'it' if len(unset) == 1 else 'them'} on its command line (they set "
+                              f"{', '.join(sorted(set_keys(df for _, a, b in frames for df in (a, b))))})")
+        reports = [report_file(name, curves(a, args.split, args.metric), curves(b, args.split, args.metric),
+                               args.z, args.tol, args.all) for name, a, b in frames]
     except AmtrainError as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2

@@ -258,3 +258,50 @@ def test_a_rerun_against_the_commit_it_overwrote(tmp_path, capsys, monkeypatch):
     code, out, err = main(capsys, "HEAD:results/quik", "results/quick")
     assert code == 2 and out == "" and err.startswith("compare: error: HEAD:results/quik is neither a path nor")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_ignore_sets_a_shortened_run_beside_the_whole_one(tmp_path, capsys):
+    """The quick protocol's 15 epochs against the full protocol's 50: the commands differ in
+    ``epochs`` only, so nothing matches until --ignore epochs; then the cell is judged at the
+    shorter run's end, and says what was ignored and that the other side went on."""
+    a = write(tmp_path / "a.csv", rows(overrides="epochs=15 experiment=fig optim=am_adam", variant="aaaa0015", n=3))
+    b = write(tmp_path / "b.csv", rows(mean=(0.5, 0.9001, 0.95), steps=(0, 100, 200), variant="aaaa0050"))
+    code, out, _ = main(capsys, a, b)
+    assert code == 1 and "0 cells in both: 1 only in A, 1 only in B" in out
+    code, out, _ = main(capsys, a, b, "--ignore", "epochs", "--all")
+    assert code == 0, out
+    assert "within noise   am_adam mlp_2x100 mnist release (experiment=fig optim=am_adam): test acc at step 100" in out
+    assert "B goes on to step 200; overrides epochs=15 / -; config aaaa0015 / aaaa0050; seeds 0 1 2 / 0 1 2 3 4" in out
+
+
+def test_ignore_takes_keys_repeated_or_comma_separated(tmp_path, capsys):
+    a = write(tmp_path / "a.csv", rows(overrides="epochs=15 experiment=fig optim=am_adam optim.lr=0.1"))
+    b = write(tmp_path / "b.csv", rows(overrides="experiment=fig optim=am_adam optim.lr=0.2"))
+    for flags in (["--ignore", "epochs,optim.lr"], ["--ignore", "epochs", "--ignore", "optim.lr"]):
+        code, out, _ = main(capsys, a, b, *flags)
+        assert code == 0 and "1 cells in both: 1 same" in out, flags
+
+
+@pytest.mark.parametrize("case, message", [
+    ("misspelt", "--ignore epoch: no experiment of A or B sets it on its command line (they set epochs, "
+                 "experiment, optim, optim.lr)"),
+    ("merges two", "adam on mlp_2x100 has several experiments that only the ignored optim.lr=0.1, optim.lr=0.2 "
+                   "tell apart: ignore fewer keys"),
+])
+def test_an_ignored_key_that_is_not_there_or_merges_experiments_is_refused(tmp_path, capsys, case, message):
+    """A misspelt key would ignore nothing and say nothing; a key that was all that told two
+    experiments of one method apart would pair the wrong runs: each is one line and exit 2."""
+    a = write(tmp_path / "a.csv", rows(overrides="epochs=15 experiment=fig optim=am_adam"),
+              rows(optim="adam", overrides="experiment=fig optim=adam optim.lr=0.1", variant="bbbb0001"),
+              rows(optim="adam", overrides="experiment=fig optim=adam optim.lr=0.2", variant="bbbb0002"))
+    key = "epoch" if case == "misspelt" else "optim.lr"
+    code, out, err = main(capsys, a, a, "--ignore", key)
+    assert code == 2 and out == ""
+    assert err.startswith("compare: error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_ignore_needs_the_overrides_to_match_on(tmp_path, capsys):
+    a = write(tmp_path / "a.csv", rows())
+    with pytest.raises(SystemExit) as e:
+        compare.main([str(a), str(a), "--ignore", "epochs", "--match", "variant"])
+    assert e.value.code == 2 and "argument --ignore: --match variant compares whole configs" in capsys.readouterr().err
