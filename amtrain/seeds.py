@@ -16,8 +16,9 @@ left out and the rest are batched. A seed that diverges writes its ``FAILED`` wh
 others go on. ``wall_time`` in each seed's metrics is the shared process's training time.
 
 Which configs have a seed axis: :func:`unsupported` (online AM-Adam and AM-mem, SGD and
-Adam, on the MLPs; and on LeNet-5 on CUDA: on the CPU its grouped convolutions are slower
-per seed than separate runs). Sweeps group their jobs by seed automatically (:mod:`amtrain.sweep`).
+Adam, on the MLPs; on LeNet-5 on CUDA: on the CPU its grouped convolutions are slower per
+seed than separate runs; AM-Adam on the Elman RNN on CUDA, where its time steps' small
+kernels leave the device idle: on the CPU a stacked step costs what the separate ones do). Sweeps group their jobs by seed automatically (:mod:`amtrain.sweep`).
 """
 from __future__ import annotations
 
@@ -49,14 +50,22 @@ def unsupported(cfg: DictConfig) -> Optional[str]:
     """Why ``cfg`` cannot run on a seed axis, or None when it can."""
     if not getattr(trainer_class(cfg.optim._target_), "seed_axis", False):
         return f"optim={cfg.optim.name} has no seed axis (a process per seed)"
-    if cfg.model.arch not in ("mlp", "lenet5"):
-        return (f"model={cfg.model.name} ({cfg.model.arch}) has no seed axis: the MLPs and LeNet-5 do "
+    if cfg.model.arch not in ("mlp", "lenet5", "rnn"):
+        return (f"model={cfg.model.name} ({cfg.model.arch}) has no seed axis: the MLPs, LeNet-5 and the RNN do "
                 "(a process per seed)")
     device = str(getattr(cfg.device, "value", cfg.device))
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     if cfg.model.arch == "lenet5" and on_cpu:
         return ("model=lenet5 on the CPU: its grouped convolutions cost more per seed than separate runs "
                 "(scripts/bench.py --seeds: 0.9x), so a process per seed")
+    if cfg.model.arch == "rnn":
+        if cfg.optim.name != "am_adam" or not cfg.optim.fast or cfg.optim.codes.get("order", "topdown") != "topdown":
+            return (f"model=rnn has a seed axis for AM-Adam's fast top-down pass only (optim={cfg.optim.name}"
+                    f"{'' if cfg.optim.name != 'am_adam' else ' with optim.fast=false or codes.order=jacobi'}: "
+                    "a process per seed)")
+        if on_cpu:
+            return ("model=rnn on the CPU: at batch 1024 a stacked step costs what separate ones do, or more "
+                    "(scripts/bench.py --seeds --models rnn: 0.84-0.99x at S = 5 on one thread), so a process per seed")
     return None
 
 

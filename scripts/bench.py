@@ -16,7 +16,8 @@ the training loop timed steps before) and without (how it runs on CUDA now); on 
 the two are the same by construction.
 
 ``--seeds`` prints only the seed-axis table (amtrain.seeds): S = 1, 2, 5, 10 copies of a
-model trained in one step on stacked weights, against S separate single-seed steps. It
+model trained in one step on stacked weights, against S separate single-seed steps (``--models
+rnn``: AM-Adam on Figure 6's RNN, batch 1024, when named). It
 reports ms per seed-step (the stacked step / S) and the speed-up (single-seed step / that),
 every configuration timed in the same interleaved rounds. Beside each, the floor under
 the stacked step: its matrix products and convolutions (recorded from the step itself,
@@ -51,7 +52,9 @@ OFFLINE = ["am_adam_off", "am_mem_off", "admm"]
 SHAPES = {"mlp_2x100": ((1, 28, 28), 10), "mlp_2x500": ((1, 28, 28), 10), "higgs_mlp": ((28,), 2),
           "lenet5": ((1, 28, 28), 10), "rnn": ((1, 28, 28), 10)}
 SEED_MODELS = {"mlp_2x100": ((1, 28, 28), 10), "mlp_2x500": ((1, 28, 28), 10), "higgs_mlp": ((28,), 2),
-               "binary_mlp": ((1, 28, 28), 10), "lenet5": ((1, 28, 28), 10)}
+               "binary_mlp": ((1, 28, 28), 10), "lenet5": ((1, 28, 28), 10), "rnn": ((1, 28, 28), 10)}
+# The seed-axis table's RNN is Figure 6's: the whole sequence read out, AM-Adam only (BPTT has no seed axis)
+SEED_OVERRIDES = {"rnn": ["model.readout=sequence"]}
 # The RNN (T = 784 steps, d = 15) runs at the paper's batch 1024 and for fewer steps: one
 # AM-Adam step is about half a second on a 2-core CPU.
 RNN_BATCH = 1024
@@ -228,7 +231,8 @@ class Products(TorchDispatchMode):
     the same shape, strides, dtype and device; :meth:`replay` runs them back to back."""
 
     OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
-           torch.ops.aten.baddbmm.default, torch.ops.aten.convolution.default,
+           torch.ops.aten.baddbmm.default, torch.ops.aten.mm.out, torch.ops.aten.addmm.out, torch.ops.aten.bmm.out,
+           torch.ops.aten.baddbmm.out, torch.ops.aten.convolution.default,
            torch.ops.aten.convolution_backward.default}
 
     def __init__(self):
@@ -241,6 +245,9 @@ class Products(TorchDispatchMode):
             def fresh(t):
                 if not isinstance(t, torch.Tensor):
                     return t
+                if 0 in t.stride():  # a broadcast (expanded) operand: fresh values along its real axes only
+                    real = [1 if st == 0 else n for n, st in zip(t.shape, t.stride())]
+                    return torch.randn(real, dtype=t.dtype, device=t.device).expand(t.shape)
                 return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).normal_()
             self.calls.append((func, tree_map(fresh, args), tree_map(fresh, kwargs)))
         return func(*args, **kwargs)
@@ -273,7 +280,8 @@ def seed_trainers(m, model, mode, device, counts):
     of seeds 0..S-1 (each net built after its own manual_seed). Raises ConfigError where m cannot
     train the model (AM-mem: Linear layers without BatchNorm only)."""
     in_shape, n_classes = SEED_MODELS[model]
-    cfg = compose([f"optim={m}", f"model={model}", f"mode={mode}", "dataset=synthetic", "device=cpu"])
+    cfg = compose([f"optim={m}", f"model={model}", f"mode={mode}", "dataset=synthetic", "device=cpu",
+                   *SEED_OVERRIDES.get(model, [])])
     nets = []
     for s in range(max(counts, default=1)):
         torch.manual_seed(s)
@@ -336,7 +344,13 @@ def main_seeds(args):
         for model in args.models:
             if model not in SEED_MODELS:
                 continue
-            res = bench_seeds(model, args.mode, torch.device(dev), args.steps, args.warmup, args.batch_size, counts)
+            if model == "rnn":  # a step is seconds on a CPU at Figure 6's batch
+                res = bench_seeds(model, args.mode, torch.device(dev), max(3, args.steps // 40), 2, RNN_BATCH, counts,
+                                  methods=("am_adam",))
+                model = f"rnn (batch {RNN_BATCH}, T 784, sequence read-out)"
+            else:
+                res = bench_seeds(model, args.mode, torch.device(dev), args.steps, args.warmup, args.batch_size,
+                                  counts)
             for m, t in res.items():
                 cells = " | ".join(f"{t[S] / S:.2f} | {t[0] / (t[S] / S):.2f} | {S * t[0] / t[('floor', S)]:.2f}"
                                    for S in counts)
@@ -421,7 +435,8 @@ def main():
     p.add_argument("--rounds", type=positive_int, default=5, help="--sync: windows of --steps steps per way")
     args = p.parse_args()
     apply_malloc_flag(args)
-    check_choices(p, "--models", args.models, list(SEED_MODELS if args.seeds or args.sync else SHAPES))
+    choices = SHAPES if not (args.seeds or args.sync) else SEED_MODELS if args.seeds else set(SEED_MODELS) - {"rnn"}
+    check_choices(p, "--models", args.models, list(choices))
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.sync:
@@ -431,8 +446,8 @@ def main():
             args.seed_counts = [1, 5]
         return main_sync(args)
     if args.seeds:
-        if args.models == list(SHAPES):
-            args.models = list(SEED_MODELS)
+        if args.models == list(SHAPES):  # the RNN when named: its steps are seconds each on a CPU
+            args.models = [m for m in SEED_MODELS if m != "rnn"]
         return main_seeds(args)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, mode={args.mode}, "
           f"keep_freed_memory={args.keep_freed_memory}, batch {args.batch_size}, median of {args.steps} steps "

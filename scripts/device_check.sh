@@ -11,10 +11,13 @@
 #      a run per seed, twice each, alternated;
 #   6. the Elman RNN at T = 784: tests/test_rnn.py on the device, then the step (bench_rnn.py,
 #      eager and compiled): BPTT against AM-Adam's code passes, which the roadmap still lists
-#      as unmeasured on a GPU.
-# PARTS picks the parts (default all: "tests seeds sync sweep wall rnn"); the seed axis was
-# measured on 2026-12-04, so a later lease can run PARTS=rnn alone. Every table goes to $OUT
-# (default /tmp/device_check).
+#      as unmeasured on a GPU;
+#   7. the RNN's seed axis (AM-Adam, added 2026-12-05, used on CUDA only and not yet run on a
+#      GPU): its equality tests on the device, bench.py --seeds --models rnn, and a 3-seed
+#      sweep of Figure 6's settings on generated data, each seed's folder checked.
+# PARTS picks the parts (default all: "tests seeds sync sweep wall rnn rnnseeds"); the MLPs'
+# seed axis was measured on 2026-12-04, so a later lease can run PARTS="rnnseeds rnn" alone.
+# Every table goes to $OUT (default /tmp/device_check).
 #
 # Before the session, here (Hydra, OmegaConf and ANTLR travel as wheels in .whl, which
 # .git/info/exclude ignores):
@@ -50,12 +53,13 @@ fi
 if [ -n "${QUICK:-}" ]; then
     STEPS=2; WARM=1; ROUNDS=1; MODELS="mlp_2x100"; TESTS="three_stacked and mlp_2x100 and release-False"
     WALL_N=2000; WALL_EPOCHS=1; WORKERS=2; RNN="--steps 1 --batch 32"; RNN_COMPILE_S=${RNN_COMPILE_S:-120}; RNN_N=2048
+    RNN_SEEDS="1 2"
 else
     STEPS=100; WARM=10; ROUNDS=5; MODELS="mlp_2x100 mlp_2x500 higgs_mlp binary_mlp lenet5"
     TESTS="three_stacked or stacked_forward"
-    WALL_N=60000; WALL_EPOCHS=2; WORKERS=8; RNN="--steps 5"; RNN_N=20480
+    WALL_N=60000; WALL_EPOCHS=2; WORKERS=8; RNN="--steps 5"; RNN_N=20480; RNN_SEEDS="1 2 5 10"
 fi
-PARTS=" ${PARTS:-tests seeds sync sweep wall rnn} "
+PARTS=" ${PARTS:-tests seeds sync sweep wall rnn rnnseeds} "
 wants() { case "$PARTS" in *" $1 "*) return 0 ;; esac; return 1; }
 
 "$PY" - <<'EOF' | tee "$OUT/device.txt"
@@ -145,5 +149,25 @@ if wants rnn; then
         echo "$optim, 1 epoch of $RNN_N sequences (T = 784): exit $?, $(test -f "$R/DONE" && echo DONE)," \
             "$(tail -1 "$R/train.log")"
     done | tee "$OUT/rnn_run.txt"
+fi
+# 7. the RNN's seed axis: S = 3 stacked copies equal three single runs on the device (float64, every
+# read-out and mode), the stacked step against single-seed steps at Figure 6's batch, and a sweep
+if wants rnnseeds; then
+    AMTRAIN_TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -p no:cacheprovider -n "$WORKERS" --dist load \
+        tests/test_seeds.py -k "stacked_rnn" 2>&1 | grep -v -e PytestBenchmarkWarning -e 'warner(' \
+        >"$OUT/rnn_seed_tests.txt"
+    tail -4 "$OUT/rnn_seed_tests.txt"
+    "$PY" scripts/bench.py --seeds --devices "$DEVICE" --models rnn --steps $((STEPS * 2)) --seed-counts $RNN_SEEDS \
+        | tee "$OUT/rnn_seeds.md"
+    R=/tmp/device_check_rnn_seeds
+    rm -rf "$R"
+    "$PY" -m amtrain -m dataset=synthetic dataset.n_features=784 dataset.n_train=$RNN_N dataset.n_test=2048 \
+        model=rnn model.readout=sequence optim=am_adam batch_size=1024 epochs=1 progress=false \
+        device="$DEVICE" seed=0,1,2 hydra.sweep.dir="$R" >"$OUT/rnn_seed_sweep.log" 2>&1
+    for s in 0 1 2; do
+        d=$(ls -d "$R"/*seed=$s)
+        axis=$(grep -q "on a seed axis" "$d/train.log" 2>/dev/null && echo "on the seed axis" || echo "alone")
+        echo "seed $s: $(test -f "$d/DONE" && echo DONE || echo "NOT DONE"), trained $axis: $(tail -1 "$d/train.log")"
+    done | tee "$OUT/rnn_seed_sweep.txt"
 fi
 echo "device_check: all done; tables in $OUT"

@@ -37,6 +37,16 @@ def test_bench_seeds_prints_the_seed_axis_table():
             assert per_seed > 0 and speedup == pytest.approx(single / per_seed, abs=0.02) and bound > 0
 
 
+@pytest.mark.slow
+def test_bench_seeds_times_figure_6s_rnn_when_named():
+    """AM-Adam only (BPTT has no seed axis), at Figure 6's batch and T = 784: about a minute here."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--seeds", "--models", "rnn", "--steps", "1",
+         "--seed-counts", "2"], capture_output=True, text=True, timeout=600, check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| cpu | rnn")]
+    assert len(rows) == 1 and "| rnn (batch 1024, T 784, sequence read-out) | am_adam |" in rows[0], out
+
+
 def _bench_module():
     sys.path.insert(0, str(REPO / "scripts"))
     try:
@@ -110,6 +120,7 @@ def test_bench_rnn_prints_bptt_and_the_three_code_passes():
 @pytest.mark.parametrize("script, args, said", [
     ("bench.py", ["--models", "mlp_2x100", "foo"], "argument --models: 'foo' not among: mlp_2x100,"),
     ("bench.py", ["--seeds", "--seed-counts", "1", "0"], "argument --seed-counts: 0 is below 1"),
+    ("bench.py", ["--sync", "--models", "rnn"], "argument --models: 'rnn' not among: "),
     ("bench.py", ["--devices", "tpu"], "argument --devices: 'tpu': choose cpu or cuda"),
     ("bench_rnn.py", ["--readouts", "last,first"], "argument --readouts: 'first' not among: last, sequence, mean"),
     ("bench_rnn.py", ["--keep-freed-memory", "maybe"], "argument --keep-freed-memory: invalid choice: 'maybe'"),

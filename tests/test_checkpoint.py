@@ -25,7 +25,7 @@ from amtrain.errors import Interrupted
 from amtrain.rundir import run_ids
 from amtrain.seeds import run_seeds
 from amtrain.train import run
-from test_seeds import poison_seed_1
+from test_seeds import RNN, poison_seed_1
 
 EVERY_EPOCH = ["epochs=4", "checkpoint.every_minutes=0"]
 # The RNN's case also runs on another device (scripts/device_check.sh: AMTRAIN_TEST_DEVICE=cuda),
@@ -125,8 +125,9 @@ def test_the_rows_after_the_checkpoint_are_moved_aside_and_not_written_twice(tmp
     assert not after.duplicated(["step", "split", "metric"]).any()
 
 
-def test_a_batched_seed_group_goes_on_with_every_seed_as_uninterrupted(tmp_path, make_cfg, monkeypatch):
-    cfgs = [make_cfg(*EVERY_EPOCH, "optim=am_mem", f"seed={s}") for s in (0, 1, 2)]
+@pytest.mark.parametrize("method", [["optim=am_mem"], RNN + ["model.readout=sequence"]], ids=["am_mem", "rnn"])
+def test_a_batched_seed_group_goes_on_with_every_seed_as_uninterrupted(tmp_path, make_cfg, monkeypatch, method):
+    cfgs = [make_cfg(*EVERY_EPOCH, *method, f"seed={s}") for s in (0, 1, 2)]
     references = run_seeds(cfgs, [tmp_path / f"ref{s}" for s in (0, 1, 2)])
     dirs = [tmp_path / f"s{s}" for s in (0, 1, 2)]
     undo = stop_in_epoch(monkeypatch, 3)

@@ -73,14 +73,34 @@ def data_for(cfg):
 @pytest.mark.parametrize("optim, model, mode, bn, extra", [c + ([],) for c in CASES] + EXTRA,
                          ids=lambda v: v if isinstance(v, str) else None)
 def test_three_stacked_seeds_equal_three_single_runs(optim, model, mode, bn, extra):
-    cfgs = [cfg_for(optim, model, mode, bn, extra, s) for s in SEEDS]
+    assert_stacked_equals_singles([cfg_for(optim, model, mode, bn, extra, s) for s in SEEDS], STEPS.get(model, 200))
+
+
+# AM-Adam on the Elman RNN (T = 12 one-value steps of the synthetic features, d = 6)
+RNN = ["model=rnn", "model.hidden=6", "dataset.n_features=12", "optim=am_adam"]
+RNN_CASES = [(readout, mode, []) for readout in ("last", "mean", "sequence") for mode in ("paper", "release")]
+RNN_CASES += [("sequence", "release", ["mu=additive", "mu.d_mu=0.001", "optim.weight_iters=2"]),
+              ("mean", "paper", ["model.n_inputs=2"])]  # 6 steps of two values: W_x a matrix
+
+
+@pytest.mark.parametrize("readout, mode, extra", RNN_CASES, ids=lambda v: v if isinstance(v, str) else None)
+def test_three_stacked_rnns_equal_three_single_runs(readout, mode, extra):
+    """AM-Adam's column-layout pass with the seed axis after time, (T, S, d, B): the same steps
+    as three single runs, for every read-out and both modes."""
+    assert_stacked_equals_singles([compose(TINY + RNN + [f"model.readout={readout}", f"mode={mode}", f"seed={s}",
+                                                         *extra]) for s in SEEDS], 100)
+
+
+def assert_stacked_equals_singles(cfgs, steps):
+    """S stacked copies and S single-seed trainers, each seed on its own batches, step by step:
+    every step's loss and output, then the weights, BatchNorm's statistics, AM-mem's memories, mu."""
     data = data_for(cfgs[0])
     singles = [build(c, data) for c in cfgs]
     stacked = stack([build(c, data) for c in cfgs], data.in_shape)
     trainers = [build_trainer(c.optim, c.mu, c.mode, net) for c, net in zip(cfgs, singles)]
     batched = build_trainer(cfgs[0].optim, cfgs[0].mu, cfgs[0].mode, stacked)
-    gens = [torch.Generator().manual_seed(s) for s in SEEDS]
-    step, steps = 0, STEPS.get(model, 200)
+    gens = [torch.Generator().manual_seed(int(c.seed)) for c in cfgs]
+    step = 0
     while step < steps:
         epochs = [list(data.train_batches(50, g)) for g in gens]
         for batches in zip(*epochs):
@@ -107,6 +127,28 @@ def test_three_stacked_seeds_equal_three_single_runs(optim, model, mode, bn, ext
             torch.testing.assert_close(mem.B[s], mem_s.B, msg=f"seed {s}: B_{l + 1}")
     if hasattr(batched, "mu"):
         assert batched.mu.value == trainers[0].mu.value
+    with torch.no_grad():  # the evaluation: the test set seen by every copy
+        out = stacked.eval()(data.x_test)
+        for s, net in enumerate(singles):
+            torch.testing.assert_close(out[s], net.eval()(data.x_test))
+
+
+def test_the_stacked_rnn_evaluates_each_copy_as_its_own_network_and_only_evaluates():
+    cfgs = [compose(TINY + RNN + ["model.readout=sequence", f"seed={s}"]) for s in SEEDS]
+    data = data_for(cfgs[0])
+    singles = [build(c, data) for c in cfgs]
+    stacked = stack([build(c, data) for c in cfgs], data.in_shape)
+    assert sorted(stacked.state_dict()) == sorted(singles[0].state_dict())  # no parameters of its helper
+    assert sum(p.numel() for p in stacked.parameters()) == 3 * sum(p.numel() for p in singles[0].parameters())
+    x = torch.stack([data.x_test[:40], data.x_test[40:80], data.x_test[80:120]])
+    with torch.no_grad():
+        each, shared = stacked(x), stacked(data.x_test)
+    for s, net in enumerate(singles):
+        with torch.no_grad():
+            torch.testing.assert_close(each[s], net(x[s]))
+            torch.testing.assert_close(shared[s], net(data.x_test))
+    with pytest.raises(RuntimeError, match="for evaluation"):
+        stacked(x)
 
 
 def test_the_stacked_forward_and_batchnorm_equal_each_copy():
@@ -134,7 +176,14 @@ def test_which_configs_have_a_seed_axis(make_cfg):
     # LeNet-5 has a seed axis (the equality test above), used on CUDA only: on the CPU the grouped
     # convolutions cost more per seed than separate runs
     assert "grouped convolutions" in unsupported(make_cfg("optim=am_adam", "model=lenet5", "device=cpu"))
-    assert "model=rnn" in unsupported(make_cfg("model=rnn", "dataset.n_features=28"))
+    # AM-Adam's fast top-down pass on the RNN has one (the equality test above), used on CUDA only:
+    # on the CPU at batch 1024 a stacked step costs what the separate ones do
+    rnn = ["model=rnn", "dataset.n_features=28"]
+    assert unsupported(make_cfg(*rnn, "device=cuda")) is None
+    assert "model=rnn on the CPU" in unsupported(make_cfg(*rnn, "device=cpu"))
+    assert "AM-Adam's fast top-down pass only (optim=sgd" in unsupported(make_cfg(*rnn, "optim=sgd", "device=cuda"))
+    for other in ("optim.fast=false", "optim.codes.order=jacobi"):
+        assert "with optim.fast=false or codes.order=jacobi" in unsupported(make_cfg(*rnn, other, "device=cuda"))
 
 
 # ----------------------------------------------------------------------------- whole runs
@@ -151,9 +200,11 @@ def assert_same_metrics(a, b):
     assert (a.value - b.value).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("optim", ["am_adam", "am_mem", "sgd"])
-def test_each_seed_writes_the_run_folder_of_its_single_run(tmp_path, optim):
-    cfgs = [compose(TINY + RUN + [f"optim={optim}", f"seed={s}"]) for s in SEEDS]
+@pytest.mark.parametrize("overrides", [RUN + ["optim=am_adam"], RUN + ["optim=am_mem"], RUN + ["optim=sgd"],
+                                       RNN + ["model.readout=sequence", "epochs=2"]],
+                         ids=["am_adam", "am_mem", "sgd", "am_adam-rnn"])
+def test_each_seed_writes_the_run_folder_of_its_single_run(tmp_path, overrides):
+    cfgs = [compose(TINY + overrides + [f"seed={s}"]) for s in SEEDS]
     outcomes = run_seeds(cfgs, [tmp_path / f"batched{s}" for s in SEEDS])
     assert [o.status for o in outcomes] == ["finished"] * 3
     for c in cfgs:
@@ -199,6 +250,29 @@ def test_a_diverging_seed_is_recorded_while_the_others_finish(tmp_path, monkeypa
     # found at the next check: the end of epoch 1 (600 samples / 50 = step 12), after evaluations at 1-3
     assert failed.startswith("training diverged at epoch 1, step 12: the training loss is nan")
     assert not (tmp_path / "b1" / "DONE").exists() and (tmp_path / "b1" / "metrics.partial.csv").exists()
+    for s in (0, 2):
+        assert_same_metrics(metrics(tmp_path / f"b{s}"), metrics(run(cfgs[s], tmp_path / f"single{s}").out_dir))
+
+
+def test_a_diverging_rnn_seed_is_recorded_while_the_others_finish(tmp_path, monkeypatch):
+    """The same on the RNN's seed axis: seed 1's read-out turns to NaN after its 5th step."""
+    from amtrain.optim.am.rnn import AMAdamRNN
+
+    original, calls = AMAdamRNN.step, {"n": 0}
+
+    def step(self, x, y):
+        out = original(self, x, y)
+        calls["n"] += 1
+        if self.net.seeds is not None and calls["n"] == 5:
+            with torch.no_grad():
+                self.net.head.weight[1] = float("nan")
+        return out
+
+    monkeypatch.setattr(AMAdamRNN, "step", step)
+    cfgs = [compose(TINY + RNN + ["epochs=2", f"seed={s}"]) for s in SEEDS]
+    outcomes = run_seeds(cfgs, [tmp_path / f"b{s}" for s in SEEDS])
+    assert outcomes[0].status == outcomes[2].status == "finished"
+    assert (tmp_path / "b1" / "FAILED").read_text().startswith("training diverged at epoch 1, step 12: ")
     for s in (0, 2):
         assert_same_metrics(metrics(tmp_path / f"b{s}"), metrics(run(cfgs[s], tmp_path / f"single{s}").out_dir))
 
@@ -371,3 +445,16 @@ def test_a_joblib_sweep_of_one_configuration_splits_its_seeds_between_the_worker
     logs = {j.name[-1]: (j / "train.log").read_text() for j in job_dirs(tmp_path / "sw")}
     assert all("on a seed axis with seeds [0, 1]" in logs[s] for s in "01")
     assert all("on a seed axis with seeds [2, 3]" in logs[s] for s in "23")
+
+
+def test_the_rnns_seed_axis_refuses_the_passes_it_does_not_batch():
+    """The reference pass (optim.fast=false) and the Jacobi variant work on rows, one network's:
+    a stacked RNN handed to them is refused by name, not trained into a shape error."""
+    from amtrain.errors import ConfigError
+
+    for other in ("optim.fast=false", "optim.codes.order=jacobi"):
+        cfgs = [compose(TINY + RNN + [other, f"seed={s}"]) for s in SEEDS]
+        data = data_for(cfgs[0])
+        stacked = stack([build(c, data) for c in cfgs], data.in_shape)
+        with pytest.raises(ConfigError, match="fast top-down pass only"):
+            build_trainer(cfgs[0].optim, cfgs[0].mu, cfgs[0].mode, stacked)

@@ -17,6 +17,10 @@ The codes are the pre-activations c_t of every step (B x T x d). Backprop baseli
 the same weights through torch's fused ``nn.RNN``; :meth:`ElmanRNN.encode` is the split
 forward pass AM uses (a test checks both agree). Without autograd on the CPU (evaluation),
 the forward runs the time loop in the column layout instead (:meth:`ElmanRNN.forward_columns`).
+
+The column-layout maps also take S networks stacked on a seed axis
+(:class:`amtrain.models.stacked.StackedElmanRNN`): each array gains the seed axis after
+time, (T, S, d, B), and each product is batched over it (:func:`products`).
 """
 from __future__ import annotations
 
@@ -28,6 +32,24 @@ from amtrain.models.layered import Classifier
 
 
 READOUTS = ("last", "mean", "sequence")
+
+
+class _Products:
+    """The products of the column layout for one network's matrices (d, d) ..., or for S
+    networks' stacked on a seed axis (S, d, d) ...: mm and addmm, or bmm and baddbmm."""
+
+    def __init__(self, mm, addmm, addmm_):
+        self.mm, self.addmm, self.addmm_ = mm, addmm, addmm_
+
+
+ONE = _Products(torch.mm, torch.addmm, torch.Tensor.addmm_)
+STACKED = _Products(torch.bmm, torch.baddbmm, torch.Tensor.baddbmm_)
+
+
+def products(W: torch.Tensor) -> _Products:
+    """The products for weights W: ONE for a matrix, STACKED for a seed axis of them. Chosen
+    once per pass, not per call: a time step's small products are set by their overhead."""
+    return ONE if W.dim() == 2 else STACKED
 
 
 class ElmanRNN(Classifier):
@@ -87,10 +109,11 @@ class ElmanRNN(Classifier):
         to float rounding; on our CPU it evaluates 10,000 images at T = 784 in 0.58 s against
         1.24 s (one thread). On CUDA the fused (cuDNN) forward stays: a kernel per step is slower."""
         h = self.drive_columns(x)  # (T, d, B): the drives u, then the hidden states
-        h_prev = h.new_zeros(self.hidden, h.shape[2])
+        h_prev = h.new_zeros(h.shape[1:])
+        addmm_ = products(self.W_h).addmm_
         for t in range(h.shape[0]):
-            h_prev = h[t].addmm_(self.W_h, h_prev).tanh_()
-        return self.readout_columns(h, in_place=True).T.contiguous()
+            h_prev = addmm_(h[t], self.W_h, h_prev).tanh_()
+        return self.readout_columns(h, in_place=True).mT.contiguous()
 
     def readout(self, c: torch.Tensor) -> torch.Tensor:
         """The prediction from all codes c (B, T, d): W_o P(relu(tanh(c))) + b_o."""
@@ -110,9 +133,9 @@ class ElmanRNN(Classifier):
         """Every step's W_o(t) made at once: a contiguous table (k, n_out, d) and, for each t, the row
         of the table that is W_o(t), or None where step t does not reach the read-out. sequence: W_o's
         T blocks (k = T); mean: W_o / T for every step (k = 1); last: W_o at t = T-1 only (k = 1)."""
-        W = self.head.weight
+        W = self.head.weight  # (n_out, T d), or (S, n_out, T d) on a seed axis: the table's rows then (S, n_out, d)
         if self.readout_kind == "sequence":
-            return W.view(W.shape[0], T, self.hidden).transpose(0, 1).contiguous(), list(range(T))
+            return W.view(*W.shape[:-1], T, self.hidden).movedim(-2, 0).contiguous(), list(range(T))
         if self.readout_kind == "mean":
             return (W / T)[None], [0] * T
         return W[None].contiguous(), [None] * (T - 1) + [0]
@@ -132,11 +155,16 @@ class ElmanRNN(Classifier):
     # time: codes and drives (T, d, B), logits (outputs, B). AM-Adam's fast pass works in this
     # layout, where a step's small products are 2 to 5 times faster on the CPU
     # (amtrain.optim.am.rnn.code_grad); tests check each against its row version above.
+    # On a seed axis: (T, S, d, B) and (S, outputs, B), the same code (StackedElmanRNN).
+    def columns(self, x: torch.Tensor) -> torch.Tensor:
+        """The inputs as columns: (T, n_inputs, B), a view ((T, S, n_inputs, B) on a seed axis)."""
+        return self.sequence(x).movedim(-2, 0).transpose(-1, -2)
+
     def drive_columns(self, x: torch.Tensor) -> torch.Tensor:
         """u (T, d, B): u[t] = W_x x_t + b."""
         r = self.rnn
-        x_cols = self.sequence(x).permute(1, 2, 0).contiguous()  # (T, n_inputs, B); its layout is u's
-        bias = (r.bias_ih_l0 + r.bias_hh_l0)[:, None]
+        x_cols = self.columns(x).contiguous()  # (T, n_inputs, B); its layout is u's
+        bias = (r.bias_ih_l0 + r.bias_hh_l0)[..., None]
         if self.n_inputs == 1:  # one pixel per step: an outer product, one pass (a matmul with k = 1 is slower)
             return torch.addcmul(bias, r.weight_ih_l0, x_cols)
         return torch.matmul(r.weight_ih_l0, x_cols) + bias
@@ -146,19 +174,23 @@ class ElmanRNN(Classifier):
         """All codes c (T, d, B) given the drives u (T, d, B), c[t] = u[t] + W_h h_{t-1}, and the
         hidden states h = tanh(c) met on the way."""
         c, h = (u.new_empty(u.shape) for _ in range(2))  # contiguous: each step's block c[t] is
-        h_prev = u.new_zeros(self.hidden, u.shape[2])
+        h_prev = u.new_zeros(u.shape[1:])
+        addmm = products(self.W_h).addmm
         for t in range(u.shape[0]):
-            torch.addmm(u[t], self.W_h, h_prev, out=c[t])
+            addmm(u[t], self.W_h, h_prev, out=c[t])
             h_prev = torch.tanh(c[t], out=h[t])
         return c, h
 
     def readout_columns(self, h: torch.Tensor, in_place: bool = False) -> torch.Tensor:
         """The logits (outputs, B) from the hidden states h = tanh(c) (T, d, B): W_o P(relu(h)) + b_o.
         ``in_place``: h is the caller's own temporary, and relu may overwrite it."""
-        W, b = self.head.weight, self.head.bias[:, None]
+        W, b = self.head.weight, self.head.bias[..., None]
+        addmm = products(W).addmm
         if self.readout_kind == "last":
-            return torch.addmm(b, W, torch.relu(h[-1]))
+            return addmm(b, W, torch.relu(h[-1]))
         r = h.relu_() if in_place else torch.relu(h)
         if self.readout_kind == "mean":
-            return torch.addmm(b, W, r.mean(dim=0))
-        return torch.addmm(b, W, r.reshape(-1, r.shape[2]))  # row t*d + j: step t's unit j, as pool()
+            return addmm(b, W, r.mean(dim=0))
+        # row t*d + j: step t's unit j, as pool() (on a seed axis each copy's rows)
+        r = r.movedim(0, -3)  # (S,) T, d, B
+        return addmm(b, W, r.reshape(*r.shape[:-3], -1, r.shape[-1]))

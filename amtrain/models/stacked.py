@@ -1,4 +1,4 @@
-"""S copies of one MLP or LeNet-5 as one network with a leading seed axis (``amtrain.seeds``).
+"""S copies of one MLP, LeNet-5 or Elman RNN as one network with a leading seed axis (``amtrain.seeds``).
 
 Each copy is the network one seed's single run would train: :func:`stack` takes the S
 single-seed networks (each built after its own ``seed_everything``) and stacks their
@@ -14,9 +14,14 @@ convolution with a group per copy, BatchNorm keeps statistics per copy, and the 
 the *sum over copies* of each copy's own loss, so the gradient of copy s's parameters is
 exactly its single run's gradient. Element-wise optimisers (SGD, Adam) on the stacked
 parameters are S independent ones.
+
+The Elman RNN (:class:`StackedElmanRNN`) is stacked for AM-Adam's column-layout pass, which
+takes its arrays with the seed axis after time, (T, S, d, B); its evaluation runs each copy
+as its own network.
 """
 from __future__ import annotations
 
+import copy
 from typing import List, Sequence
 
 import torch
@@ -25,6 +30,7 @@ from torch import nn
 
 from amtrain.errors import ConfigError
 from amtrain.models.layered import Block, LayeredNet
+from amtrain.models.rnn import ElmanRNN
 
 
 class StackedLinear(nn.Module):
@@ -177,8 +183,51 @@ def _elementwise(sigma: nn.Module) -> bool:
     return isinstance(sigma, (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity)) or type(sigma).__name__ == "Sign"
 
 
+class StackedElmanRNN(ElmanRNN):
+    """S Elman RNNs of one shape: torch's four RNN parameters stacked under their own names
+    (``rnn.weight_ih_l0`` (S, d, n_inputs), ``rnn.weight_hh_l0`` (S, d, d), the biases (S, d)) and
+    the read-out a :class:`StackedLinear`. The column-layout maps of :class:`ElmanRNN` take them
+    as they are (amtrain.models.rnn.products); inputs are (S, B, ...), each copy's batch.
+
+    The forward is evaluation only (no autograd): each copy runs as its own ElmanRNN, on the
+    weights of that moment, so it computes what its single run computes, on the same arrays
+    (the test set at T = 784 is already 470 MB of hidden states for one copy)."""
+
+    def __init__(self, nets: Sequence[ElmanRNN], sample_dims: int):
+        nn.Module.__init__(self)
+        first = nets[0]
+        self.seeds, self.sample_dims = len(nets), sample_dims
+        self.n_inputs, self.hidden, self.n_outputs = first.n_inputs, first.hidden, first.n_outputs
+        self.readout_kind, self.n_steps = first.readout_kind, first.n_steps
+        self.rnn = nn.Module()
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            setattr(self.rnn, name, nn.Parameter(torch.stack([getattr(n.rnn, name).detach() for n in nets]).clone()))
+        self.head = StackedLinear([n.head for n in nets])
+        # the evaluation's network, each copy's weights in turn (not a submodule: no parameters of ours)
+        object.__setattr__(self, "single", copy.deepcopy(first))
+
+    def sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """(S, B, ...) -> (S, B, T, n_inputs)."""
+        return x.reshape(*x.shape[:2], -1, self.n_inputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits (S, N, n_out) of every copy for inputs (N, ...) seen by all, or (S, N, ...)."""
+        if torch.is_grad_enabled():
+            raise RuntimeError("StackedElmanRNN's forward is for evaluation: AM-Adam trains it through its column "
+                               "maps (run it under torch.no_grad)")
+        net = self.single.to(device=x.device, dtype=self.rnn.weight_hh_l0.dtype)
+        shared = x.dim() == self.sample_dims + 1  # (N, ...): the test set, for every copy
+        out = []
+        for s in range(self.seeds):
+            net.load_state_dict(copy_state(self, s))
+            out.append(net(x if shared else x[s]))
+        return torch.stack(out)
+
+
 def stack(nets: List[LayeredNet], in_shape: Sequence[int]) -> LayeredNet:
-    """One LayeredNet with a seed axis holding copies of ``nets`` (MLPs or LeNet-5s of one architecture)."""
+    """One network with a seed axis holding copies of ``nets`` (MLPs, LeNet-5s or Elman RNNs of one shape)."""
+    if isinstance(nets[0], ElmanRNN):
+        return StackedElmanRNN(nets, len(in_shape))
     first, S = nets[0], len(nets)
     if not isinstance(first.inputs, (nn.Flatten, nn.Identity)):
         raise ConfigError("seed batching covers the MLPs and LeNet-5")

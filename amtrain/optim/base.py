@@ -20,7 +20,7 @@ class Trainer:
     """
 
     full_batch = False
-    # True when the method trains S stacked copies of an MLP as S independent runs (amtrain.seeds)
+    # True when the method trains S stacked copies of a network as S independent runs (amtrain.seeds)
     seed_axis = False
     # What to change when a run diverges: the keys this method has (the divergence message)
     diverge_hint = "lower the step sizes"

@@ -195,7 +195,7 @@ class AMAdam(OnlineAM):
     """AM-Adam: Adam on each layer's local problem (eq. 6) and on the output loss."""
 
     diverge_hint = "lower optim.lr or optim.codes.lr, or change mu.mu0"
-    seed_axis = True  # on the MLPs (the Elman RNN's AMAdamRNN has none)
+    seed_axis = True  # on the MLPs, LeNet-5, and the Elman RNN through AMAdamRNN (amtrain.seeds.unsupported)
 
     @classmethod
     def build(cls, net, cfg, mu_cfg, mode: Mode) -> Trainer:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from amtrain.config import Mode
 from amtrain.errors import ConfigError
-from amtrain.models.rnn import ElmanRNN
+from amtrain.models.rnn import ElmanRNN, products
 from amtrain.optim.base import Trainer, fused, make_step_lr
 from amtrain.optim.cuda_graph import GraphedPass
 from amtrain.optim.am.codes import solve_code
@@ -38,8 +38,9 @@ from amtrain.optim.am.mu import MuSchedule
 
 
 def readout_scale(y: torch.Tensor, mu: float, mode: Mode) -> float:
-    """The loss's weight in a code problem: the sum (paper), or (1/mu) the mean (release)."""
-    return 1.0 if mode == Mode.paper else 1.0 / (mu * y.shape[0])
+    """The loss's weight in a code problem: the sum (paper), or (1/mu) the mean (release; y (B,)
+    or, on a seed axis, (S, B): each copy's mean)."""
+    return 1.0 if mode == Mode.paper else 1.0 / (mu * y.shape[-1])
 
 
 def readout_term(net: ElmanRNN, c_t, W_t, z_rest, y, mu: float, mode: Mode):
@@ -83,9 +84,14 @@ def code_grad(W_t, W_t_back, zT_rest, targetT, W_h, W_h_back, u_next, c_next, st
     part u_{t+1} - c*_{t+1}, here. ``start``: (tanh(c^0_t), relu(tanh(c^0_t))) from the encoding;
     the solve's first call is at c = c^0_t, so it takes them rather than compute them again. A call
     is then 11 tensor operations (the first 9); at T = 784 a pass makes T K calls on 15 x 1024
-    arrays, so their number, not their arithmetic, sets its time."""
+    arrays, so their number, not their arithmetic, sets its time.
+
+    On a seed axis every array has the copies first, (S, d, B) and (S, outputs, B), every weight
+    (S, ...), and the products are batched (amtrain.models.rnn.products): the same operations."""
     rest_next = None if u_next is None else u_next - c_next
     first = [start]
+    ops = products(W_h if W_t is None else W_t)
+    mm, addmm, addmm_ = ops.mm, ops.addmm, ops.addmm_
 
     def grad(c):
         if first[0] is not None:  # c is still c^0_t
@@ -94,12 +100,12 @@ def code_grad(W_t, W_t_back, zT_rest, targetT, W_h, W_h_back, u_next, c_next, st
             h, r = torch.tanh(c), None
         g = None
         if W_t is not None:
-            zT = torch.addmm(zT_rest, W_t, torch.relu(h) if r is None else r)
-            p = torch.sigmoid(zT) if zT.shape[0] == 1 else torch.softmax(zT, dim=0)
-            g = torch.ops.aten.threshold_backward(torch.mm(W_t_back, p.sub_(targetT)), h, 0)  # where h > 0
+            zT = addmm(zT_rest, W_t, torch.relu(h) if r is None else r)
+            p = torch.sigmoid(zT) if zT.shape[-2] == 1 else torch.softmax(zT, dim=-2)
+            g = torch.ops.aten.threshold_backward(mm(W_t_back, p.sub_(targetT)), h, 0)  # where h > 0
         if u_next is not None:
-            r = torch.addmm(rest_next, W_h, h)  # W_h tanh(c) + u_{t+1} - c*_{t+1}
-            g = torch.mm(W_h_back, r) if g is None else g.addmm_(W_h_back, r)
+            r = addmm(rest_next, W_h, h)  # W_h tanh(c) + u_{t+1} - c*_{t+1}
+            g = mm(W_h_back, r) if g is None else addmm_(g, W_h_back, r)
         return g.addcmul_(g * h, h, value=-1.0)  # times tanh' = 1 - h^2
 
     return grad
@@ -112,12 +118,13 @@ def code_step_columns(c0_t, h0_t, r0_t, zT, W_t, W_t_back, targetT, W_h, W_h_bac
     the new code. Returns c_t, h_t = tanh(c_t) (kept for the weight step) and the logits. A function
     of tensors only (mu may be a 0-d tensor), so that ``optim.compile`` can hand it to torch.compile
     whole: one graph for all T steps, its element-wise work fused between the products."""
-    zT_rest = None if W_t is None else torch.addmm(zT, W_t, r0_t, alpha=-1.0)  # the logits without step t
+    addmm = products(W_h).addmm
+    zT_rest = None if W_t is None else addmm(zT, W_t, r0_t, alpha=-1.0)  # the logits without step t
     c = solve_code(c0_t, None, mu=mu, **solve,
                    data_grad=code_grad(W_t, W_t_back, zT_rest, targetT, W_h, W_h_back, u_next, c_next,
                                        start=(h0_t, r0_t)))
     h = torch.tanh(c)
-    return c, h, (zT if W_t is None else torch.addmm(zT_rest, W_t, torch.relu(h)))  # the logits with the new c_t
+    return c, h, (zT if W_t is None else addmm(zT_rest, W_t, torch.relu(h)))  # the logits with the new c_t
 
 
 def compiled(fn):
@@ -169,6 +176,9 @@ class AMAdamRNN(Trainer):
         super().__init__(net)
         self.mu, self.mode, self.codes_cfg = mu, Mode(mode), cfg.codes
         self.fast = bool(cfg.get("fast", True))  # false: the two terms' gradients apart, logits as rows (reference)
+        if net.seeds is not None and not (self.fast and getattr(self.codes_cfg, "order", "topdown") == "topdown"):
+            raise ConfigError("AM-Adam trains the RNN on a seed axis through its fast top-down pass only: "
+                              "drop optim.fast=false and optim.codes.order=jacobi, or run a process per seed")
         self.opt = fused(torch.optim.Adam, net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
         self.weight_iters = cfg.weight_iters
         self.schedulers = make_step_lr(self.opt, cfg.schedule)
@@ -214,7 +224,7 @@ class AMAdamRNN(Trainer):
             u = net.drive_columns(x)
             c0, h0 = self._graphed("encode", net.encode_columns, u)(u)  # Alg. 2.2 encodeInput, through time
             zT = net.readout_columns(h0)
-            output = zT.T
+            output = zT.mT  # (B, outputs), or (S, B, outputs) on a seed axis
             loss = net.loss(output, y)
         c, h = self.update_codes_columns(u, c0, y, mu, zT, h0, hidden=True)
         self.update_weights_columns(x, c, y, mu, h, u)
@@ -265,10 +275,10 @@ class AMAdamRNN(Trainer):
         hidden states h0 = tanh(c0) where known: each step's problem solved on contiguous (d, B)
         blocks by code_step_columns (compiled with optim.compile, the whole pass replayed as one
         CUDA graph with optim.cuda_graph). Returns the codes, and with ``hidden`` their tanh as well."""
-        net, (_, d, B) = self.net, c0.shape
+        net, (d, B) = self.net, c0.shape[-2:]
         h0 = torch.tanh(c0) if h0 is None else h0
         zT = net.readout_columns(h0) if zT is None else zT
-        targetT = net.loss_target(y, zT.dtype).T.contiguous()
+        targetT = net.loss_target(y, zT.dtype).mT.contiguous()
         scale, scale_next = self._scales(y, mu, B, d)
         if self.compile:  # graph inputs, not constants: mu moves every mini-batch
             scale, scale_next, mu = (torch.tensor(v, dtype=c0.dtype, device=c0.device) for v in (scale, scale_next, mu))
@@ -382,7 +392,8 @@ class AMAdamRNN(Trainer):
         h = torch.tanh(c) if h is None else h
         for i in range(self.weight_iters):
             self.opt.zero_grad(set_to_none=True)
-            net.loss(net.readout_columns(h).T, y).backward()  # Alg. 2.3 line 1: W_o, b_o
+            loss = net.loss(net.readout_columns(h).mT, y)  # Alg. 2.3 line 1: W_o, b_o
+            (loss if loss.dim() == 0 else loss.sum()).backward()  # (.sum(): the copies of a seed axis)
             with torch.no_grad():
                 grads = self.constraint_grads(x, c, h, mu, u if i == 0 else None)  # u is stale once W_x moved
             for p, g in zip((net.rnn.weight_ih_l0, net.W_h, net.rnn.bias_ih_l0, net.rnn.bias_hh_l0), grads):
@@ -397,13 +408,16 @@ class AMAdamRNN(Trainer):
         has no W_h term). Every sum over t and the samples is one batched product. ``u``: the drives
         W_x x_t + b (T, d, B) at the current weights where the caller has them (the step's encoding),
         which spares recomputing them (23 ms of a 1024-sample step at T = 784 on our CPU)."""
-        net, (_, d, B) = self.net, c.shape
+        net, (d, B) = self.net, c.shape[-2:]
         r = (net.drive_columns(x) if u is None else u).sub(c)  # pred_t - c_t, the W_h term still to add
         r[1:].add_(torch.matmul(net.W_h.detach(), h[:-1]))
         r.mul_(2.0 * mu / B if self.mode == Mode.paper else 2.0 / (B * d))
-        x_cols = net.sequence(x).permute(1, 2, 0)  # (T, n_inputs, B)
-        dW_x = torch.bmm(r, x_cols.transpose(1, 2)).sum(0)
-        dW_h = torch.bmm(r[1:], h[:-1].transpose(1, 2)).sum(0)
-        db = r.sum(dim=(0, 2))
+        x_cols = net.columns(x)  # (T, n_inputs, B)
+
+        def summed(a, b):  # sum_t a_t b_t^T, one batched product (over time, and the copies of a seed axis)
+            return torch.bmm(a.flatten(0, -3), b.flatten(0, -3).mT).view(*a.shape[:-1], b.shape[-2]).sum(0)
+
+        dW_x, dW_h = summed(r, x_cols), summed(r[1:], h[:-1])
+        db = r.sum(dim=(0, -1))
         return dW_x, dW_h, db, db.clone()
 
