@@ -439,8 +439,8 @@ class Config:
     name: str = key("default", "sweep name: --multirun jobs go to multirun/<name>/<overrides>")
     resume: bool = key(True, "skip a run whose folder has DONE and the same config (false: rerun, old outputs moved aside)")
     seeds_per_process: int = key(10, "a sweep over seed=... trains up to this many seeds of one configuration in "
-                                     "one process, on a seed axis (online AM, SGD, Adam on the MLPs; 1: a "
-                                     "process per seed)", ge=1)
+                                     "one process, on a seed axis (online AM, SGD, Adam on the MLPs; on CUDA "
+                                     "also LeNet-5, and AM-Adam on the RNN; 1: a process per seed)", ge=1)
 
 
 SCHEMAS = {
