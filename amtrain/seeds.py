@@ -18,7 +18,8 @@ others go on. ``wall_time`` in each seed's metrics is the shared process's train
 Which configs have a seed axis: :func:`unsupported` (online AM-Adam and AM-mem, SGD and
 Adam, on the MLPs; on LeNet-5 on CUDA: on the CPU its grouped convolutions are slower per
 seed than separate runs; AM-Adam on the Elman RNN on CUDA, where its time steps' small
-kernels leave the device idle: on the CPU a stacked step costs what the separate ones do). Sweeps group their jobs by seed automatically (:mod:`amtrain.sweep`).
+kernels leave the device idle: on the CPU a stacked step costs what the separate ones do).
+Sweeps group their jobs by seed automatically (:mod:`amtrain.sweep`).
 """
 from __future__ import annotations
 

@@ -124,8 +124,7 @@ def experiments(df: pd.DataFrame, match: str, path, ignore=frozenset()) -> pd.Da
             told = sorted({o for o in " ".join(shared[(shared[RUN] == row[RUN]).all(axis=1)].given).split()
                            if key_of(o) in ignore})
             raise DataError(f"{path}: {row.optim} on {row.model} has several experiments that only the ignored "
-                            f"{', '.join(told)} tell apart: ignore fewer keys, or compare one file with --split "
-                            "and --metric")
+                            f"{', '.join(told)} tell apart, so their cells would be paired wrongly: ignore fewer keys")
         raise DataError(f"{path}: {row.optim} on {row.model} has several configurations with the overrides "
                         f"{row.experiment!r}: compare with --match variant")
     return out
@@ -353,11 +352,12 @@ def main(argv=None) -> int:
         files, notes, missing = pairs(a_path, b_path)
         frames = [(name, *(experiments(load(path), args.match, path, ignore) for path in (pa, pb)))
                   for name, pa, pb in files]
-        unset = sorted(ignore - set_keys(df for _, a, b in frames for df in (a, b)))
+        given = set_keys(df for _, a, b in frames for df in (a, b))
+        unset = sorted(ignore - given)
         if unset:  # a misspelt key would silently ignore nothing
             raise ConfigError(f"--ignore {', '.join(unset)}: no experiment of A or B sets "
                               f"{'it' if len(unset) == 1 else 'them'} on its command line (they set "
-                              f"{', '.join(sorted(set_keys(df for _, a, b in frames for df in (a, b))))})")
+                              f"{', '.join(sorted(given))})")
         reports = [report_file(name, curves(a, args.split, args.metric), curves(b, args.split, args.metric),
                                args.z, args.tol, args.all) for name, a, b in frames]
     except AmtrainError as e:

@@ -286,7 +286,7 @@ def test_ignore_takes_keys_repeated_or_comma_separated(tmp_path, capsys):
     ("misspelt", "--ignore epoch: no experiment of A or B sets it on its command line (they set epochs, "
                  "experiment, optim, optim.lr)"),
     ("merges two", "adam on mlp_2x100 has several experiments that only the ignored optim.lr=0.1, optim.lr=0.2 "
-                   "tell apart: ignore fewer keys"),
+                   "tell apart, so their cells would be paired wrongly: ignore fewer keys"),
 ])
 def test_an_ignored_key_that_is_not_there_or_merges_experiments_is_refused(tmp_path, capsys, case, message):
     """A misspelt key would ignore nothing and say nothing; a key that was all that told two

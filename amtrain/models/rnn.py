@@ -48,7 +48,8 @@ STACKED = _Products(torch.bmm, torch.baddbmm, torch.Tensor.baddbmm_)
 
 def products(W: torch.Tensor) -> _Products:
     """The products for weights W: ONE for a matrix, STACKED for a seed axis of them. Chosen
-    once per pass, not per call: a time step's small products are set by their overhead."""
+    once per pass or time step, not per product: a time step's small products are set by
+    their overhead."""
     return ONE if W.dim() == 2 else STACKED
 
 
